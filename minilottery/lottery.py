@@ -1,0 +1,310 @@
+"""The lottery ticket experiment: train, prune, reset, repeat; and its controls.
+
+Frankle & Carbin's iterative magnitude pruning, one *level* per round
+(level 0 is the dense network, level k has been pruned k times):
+
+1. Build the net with seed s and keep its initial weights theta_0.
+2. Train the level's network, weights ``m ⊙ theta_0``, mask m fixed, for the
+   full budget; record validation and test metrics every 100 iterations.
+3. Prune: in each layer remove the given fraction of the *surviving* weights
+   with the smallest trained magnitude |w|. That gives the next mask m'.
+4. Reset the survivors to theta_0 (the winning ticket is ``m' ⊙ theta_0``)
+   and go to 2.
+
+At every level two controls train beside the ticket:
+
+* **random reinit**: the ticket's mask m with a fresh random initialisation
+  theta'_0 (the paper's control: the structure without the lucky init);
+* **random pruning**: the ticket's init theta_0 with a random mask of the same
+  per-layer sizes (the init without the found structure).
+
+Variants: ``one_shot`` prunes the trained dense net once to each level's
+size; ``rewind_iteration = k`` resets survivors to theta_k, the dense run's
+weights after k iterations, instead of theta_0.
+
+Each training (a ``Piece``) reads its inputs from the run directory and
+writes its results there (see ``minilottery.rundir``), so a killed run
+resumes from its last finished training and ends with the same numbers as an
+uninterrupted one, and independent trainings can run in parallel processes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+
+import numpy as np
+
+from . import pruning
+from .config import Config
+from .data import load_cifar10, load_mnist
+from .models import BUILDERS
+from .optim import SGD, Adam
+from .results import SUMMARY_COLUMNS, summary_csv
+from .rundir import Piece, RunDir, load_arrays, read_json, save_arrays, write_json, write_text
+from .train import train
+
+BRANCHES = ("ticket", "reinit", "random")
+
+# The streams of randomness in an experiment, kept apart by derive_seed.
+INIT_STREAM, REINIT_STREAM, RANDOM_MASK_STREAM, DATA_ORDER_STREAM = range(4)
+
+def derive_seed(*keys):
+    """An independent 32-bit seed for each tuple of integers (numpy's SeedSequence)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
+
+
+def build_model(config, seed):
+    builder = BUILDERS[config.builder]
+    return builder(seed=seed, dropout=config.dropout) if config.dropout else builder(seed=seed)
+
+
+def make_optimizer(config, model):
+    if config.optimizer == "adam":
+        return Adam(model, lr=config.lr)
+    return SGD(model, lr=config.lr, momentum=config.momentum)
+
+
+def pruning_rates(config, model):
+    """The per-layer rate map: the paper's fc/conv/output rule plus explicit overrides."""
+    rates = pruning.layerwise_rates(model, config.fc_rate, conv_rate=config.conv_rate,
+                                    output_rate=config.output_rate)
+    by_layer = {name.split(".")[0]: name for name in rates}
+    for layer, rate in config.layer_rates.items():
+        if layer not in by_layer:
+            raise ValueError(f"layer_rates names layer {layer!r}, which {config.net} does not "
+                             f"have; prunable layers: {', '.join(by_layer)}")
+        rates[by_layer[layer]] = rate
+    return rates
+
+
+def check_schedule(config):
+    """Fail before any training if some layer would be pruned away to nothing."""
+    model = build_model(config, seed=0)
+    for name, rate in pruning_rates(config, model).items():
+        size = model.named_masks()[name].size
+        if pruning.kept_after_rounds(size, rate, config.rounds) < 1:
+            raise ValueError(f"{config.rounds} rounds at rate {rate} would prune every weight "
+                             f"of {name} ({size} weights); use fewer rounds or a lower rate")
+
+
+# ----------------------------------------------------------------------------
+# The experiment, level by level
+# ----------------------------------------------------------------------------
+
+class Reporter:
+    """Progress hooks; the command line draws bars and tables from them. All optional."""
+
+    def level_started(self, level, pieces):
+        pass
+
+    def piece_progress(self, piece, iteration, history):
+        pass
+
+    def piece_done(self, piece, metrics):
+        pass
+
+    def level_done(self, level, rows):
+        pass
+
+
+def run_experiment(config, run_dir, *, data=None, data_dir=None, jobs=1, reporter=None):
+    """Run (or resume) the experiment ``config`` in ``run_dir``; return the summary rows.
+
+    ``data`` is a loaded Dataset, else it is loaded from ``data_dir`` (see
+    ``minilottery.data``). Trainings already finished in ``run_dir`` are not
+    repeated. ``jobs > 1`` trains the independent trainings of a level in
+    that many processes, with the same results as ``jobs = 1``.
+    """
+    config.validate()
+    check_schedule(config)
+    run = prepare_run_dir(config, run_dir)
+    reporter = reporter or Reporter()
+    if data is None:
+        load = {"mnist": load_mnist, "cifar10": load_cifar10}[config.dataset]
+        data = load(data_dir, val_size=config.val_size, val_seed=config.val_seed)
+
+    for trial in range(config.trials):
+        if not run.theta0(trial).exists():
+            model = build_model(config, derive_seed(config.seed, trial, INIT_STREAM))
+            save_arrays(run.theta0(trial), model.state_dict()["params"])
+
+    for level in range(config.rounds + 1):
+        for trial in range(config.trials):
+            write_masks(run, config, trial, level)
+        pieces = level_pieces(config, level)
+        reporter.level_started(level, pieces)
+        todo = [piece for piece in pieces if not run.is_done(piece)]
+        for piece, metrics in train_pieces(run, config, todo, data, jobs, reporter):
+            reporter.piece_done(piece, metrics)
+        rows = summary_rows(run, config)
+        write_text(run.summary, summary_csv(rows))
+        reporter.level_done(level, [row for row in rows if row["level"] == level])
+    return rows
+
+
+def prepare_run_dir(config, run_dir):
+    """Start a new run, or check that an existing one was made with the same config."""
+    run = RunDir(run_dir)
+    if run.config.exists():
+        stored = Config.from_json(run.config.read_text(encoding="utf-8"))
+        if stored != config:
+            raise ValueError(f"{run.root} holds a run with a different config; "
+                             f"resume it with its own settings or choose another directory")
+    else:
+        write_text(run.config, config.to_json())
+    return run
+
+
+def level_pieces(config, level):
+    """The trainings of one level: each trial's ticket and, once pruned, its controls."""
+    pieces = []
+    for trial in range(config.trials):
+        pieces.append(Piece(trial, level, "ticket"))
+        if level > 0:  # at level 0 every control would be just another dense net
+            pieces += [Piece(trial, level, "reinit", r) for r in range(config.reinits)]
+            pieces += [Piece(trial, level, "random", r) for r in range(config.random_prunes)]
+    return pieces
+
+
+def write_masks(run, config, trial, level):
+    """Compute this level's mask (and the random-pruning controls' masks) once, from disk."""
+    if not run.mask(trial, level).exists():
+        template = build_model(config, seed=0).named_masks()
+        if level == 0:
+            mask = {name: np.ones_like(m) for name, m in template.items()}
+        else:
+            rates = pruning_rates(config, build_model(config, seed=0))
+            if config.one_shot:
+                # Prune the trained dense network once, to level-many rounds' size.
+                trained = load_arrays(run.piece(Piece(trial, 0, "ticket")) / "final.npz")
+                dense = load_arrays(run.mask(trial, 0))
+                weights = {name: trained[name] for name in dense}
+                mask = pruning.one_shot_masks(weights, dense, rates, level)
+            else:
+                # Iterative: prune the previous level's trained ticket by one more round.
+                trained = load_arrays(run.piece(Piece(trial, level - 1, "ticket")) / "final.npz")
+                previous = load_arrays(run.mask(trial, level - 1))
+                weights = {name: trained[name] for name in previous}
+                mask = pruning.prune_by_magnitude(weights, previous, rates)
+        save_arrays(run.mask(trial, level), mask)
+    if level > 0:
+        mask = load_arrays(run.mask(trial, level))
+        for r in range(config.random_prunes):
+            path = run.piece(Piece(trial, level, "random", r)) / "mask.npz"
+            if not path.exists():
+                rng = np.random.default_rng(
+                    derive_seed(config.seed, trial, level, RANDOM_MASK_STREAM, r))
+                save_arrays(path, pruning.random_masks_like(mask, rng))
+
+
+def train_piece(run, config, piece, data, on_eval=None):
+    """Train one ticket or control, write its results, return its metrics."""
+    trial, level = piece.trial, piece.level
+    if piece.branch == "random":
+        mask = load_arrays(run.piece(piece) / "mask.npz")
+    else:
+        mask = load_arrays(run.mask(trial, level))
+
+    if piece.branch == "reinit":
+        model = build_model(config, derive_seed(config.seed, trial, level, REINIT_STREAM,
+                                                piece.replicate))
+        model.set_masks(mask)
+    else:
+        model = build_model(config, derive_seed(config.seed, trial, INIT_STREAM))
+        rewinding = config.rewind_iteration > 0 and level > 0
+        start = load_arrays(run.rewind(trial) if rewinding else run.theta0(trial))
+        pruning.reset_to(model, start, mask)
+
+    data_seed = derive_seed(config.seed, trial, level, DATA_ORDER_STREAM)
+    if hasattr(model, "reseed_dropout"):
+        model.reseed_dropout(data_seed)
+    saves_rewind = piece == Piece(trial, 0, "ticket") and config.rewind_iteration > 0
+    result = train(model, make_optimizer(config, model), data,
+                   iterations=config.iterations, batch_size=config.batch_size,
+                   seed=data_seed, eval_every=config.eval_every,
+                   eval_batch_size=config.eval_batch_size,
+                   snapshot_at=config.rewind_iteration if saves_rewind else None,
+                   on_eval=on_eval)
+
+    out = run.piece(piece)
+    if piece.branch == "ticket":
+        save_arrays(out / "final.npz", model.state_dict()["params"])
+    if saves_rewind:
+        save_arrays(run.rewind(trial), result.snapshot)
+    write_text(out / "history.csv", result.history.to_csv())
+    metrics = {
+        "trial": trial, "level": level, "branch": piece.branch, "replicate": piece.replicate,
+        "weights_remaining": pruning.sparsity_report(mask).fraction_remaining,
+        **result.history.summary(),
+    }
+    write_json(out / "metrics.json", metrics)  # last: marks the piece done
+    return metrics
+
+
+def train_pieces(run, config, pieces, data, jobs, reporter):
+    """Yield ``(piece, metrics)`` as each training finishes, in-process or in ``jobs`` processes."""
+    if jobs <= 1 or len(pieces) <= 1:
+        for piece in pieces:
+            def on_eval(iteration, history, piece=piece):
+                reporter.piece_progress(piece, iteration, history)
+            yield piece, train_piece(run, config, piece, data, on_eval)
+        return
+    workers = min(jobs, len(pieces))
+    # Worker processes are spawned on demand, so the thread settings stay on
+    # until the pool is shut down.
+    with _threads_per_process(max(1, (os.cpu_count() or 1) // workers)):
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_start, initargs=(data,))
+        try:
+            futures = {pool.submit(_worker_train, str(run.root), config, piece): piece
+                       for piece in pieces}
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def _threads_per_process(threads):
+    """Set the BLAS and Numba thread counts that spawned workers start with."""
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: str(threads) for name in names})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+_worker_data = None
+
+
+def _worker_start(data):
+    global _worker_data
+    _worker_data = data
+
+
+def _worker_train(run_root, config, piece):
+    return train_piece(RunDir(run_root), config, piece, _worker_data)
+
+
+# ----------------------------------------------------------------------------
+# The summary table
+# ----------------------------------------------------------------------------
+
+def summary_rows(run, config):
+    """Metrics of every finished training, ordered by level, trial, branch, replicate."""
+    rows = []
+    for level in range(config.rounds + 1):
+        for piece in level_pieces(config, level):
+            if run.is_done(piece):
+                metrics = read_json(run.piece(piece) / "metrics.json")
+                rows.append({column: metrics[column] for column in SUMMARY_COLUMNS})
+    return rows
