@@ -120,11 +120,10 @@ def run_experiment(config, run_dir, *, data=None, data_dir=None, jobs=1, reporte
     """
     config.validate()
     check_schedule(config)
-    run = prepare_run_dir(config, run_dir)
-    reporter = reporter or Reporter()
     if data is None:
-        load = {"mnist": load_mnist, "cifar10": load_cifar10}[config.dataset]
-        data = load(data_dir, val_size=config.val_size, val_seed=config.val_seed)
+        data = load_data(config, data_dir)
+    run = prepare_run_dir(config, run_dir)  # only once nothing else can fail
+    reporter = reporter or Reporter()
 
     for trial in range(config.trials):
         if not run.theta0(trial).exists():
@@ -145,6 +144,19 @@ def run_experiment(config, run_dir, *, data=None, data_dir=None, jobs=1, reporte
     return rows
 
 
+def load_data(config, data_dir=None):
+    """The experiment's dataset with its validation split (see minilottery.data)."""
+    load = {"mnist": load_mnist, "cifar10": load_cifar10}[config.dataset]
+    return load(data_dir, val_size=config.val_size, val_seed=config.val_seed)
+
+
+def pieces_to_do(config, run_dir):
+    """The trainings of the whole experiment that ``run_dir`` has not finished yet."""
+    run = RunDir(run_dir)
+    return [piece for level in range(config.rounds + 1)
+            for piece in level_pieces(config, level) if not run.is_done(piece)]
+
+
 def prepare_run_dir(config, run_dir):
     """Start a new run, or check that an existing one was made with the same config."""
     run = RunDir(run_dir)
@@ -153,6 +165,7 @@ def prepare_run_dir(config, run_dir):
         if stored != config:
             raise ValueError(f"{run.root} holds a run with a different config; "
                              f"resume it with its own settings or choose another directory")
+        run.remove_partial_files()  # left by a run killed in the middle of a write
     else:
         write_text(run.config, config.to_json())
     return run
@@ -200,8 +213,12 @@ def write_masks(run, config, trial, level):
                 save_arrays(path, pruning.random_masks_like(mask, rng))
 
 
-def train_piece(run, config, piece, data, on_eval=None):
-    """Train one ticket or control, write its results, return its metrics."""
+def prepare_model(run, config, piece):
+    """The network a piece starts training from, and its mask.
+
+    ticket and random pruning: ``mask ⊙ theta_0`` (or ``mask ⊙ theta_k`` when
+    rewinding); random reinit: ``mask ⊙ theta'_0`` with a fresh init theta'_0.
+    """
     trial, level = piece.trial, piece.level
     if piece.branch == "random":
         mask = load_arrays(run.piece(piece) / "mask.npz")
@@ -217,10 +234,15 @@ def train_piece(run, config, piece, data, on_eval=None):
         rewinding = config.rewind_iteration > 0 and level > 0
         start = load_arrays(run.rewind(trial) if rewinding else run.theta0(trial))
         pruning.reset_to(model, start, mask)
+    return model, mask
 
+
+def train_piece(run, config, piece, data, on_eval=None):
+    """Train one ticket or control, write its results, return its metrics."""
+    trial, level = piece.trial, piece.level
+    model, mask = prepare_model(run, config, piece)
     data_seed = derive_seed(config.seed, trial, level, DATA_ORDER_STREAM)
-    if hasattr(model, "reseed_dropout"):
-        model.reseed_dropout(data_seed)
+    model.reseed_dropout(data_seed)
     saves_rewind = piece == Piece(trial, 0, "ticket") and config.rewind_iteration > 0
     result = train(model, make_optimizer(config, model), data,
                    iterations=config.iterations, batch_size=config.batch_size,

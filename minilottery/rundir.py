@@ -119,5 +119,10 @@ class RunDir:
         name = "ticket" if piece.branch == "ticket" else f"{piece.branch}{piece.replicate}"
         return self.level(piece.trial, piece.level) / name
 
+    def remove_partial_files(self):
+        """Delete the temporary files of writes that a killed run never finished."""
+        for partial in self.root.rglob(".*.tmp"):
+            partial.unlink()
+
     def is_done(self, piece):
         return (self.piece(piece) / "metrics.json").exists()

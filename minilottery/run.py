@@ -1,0 +1,158 @@
+"""The experiment from one command: ``python -m minilottery.run lenet``.
+
+Trains the net, prunes it level by level, trains the controls, prints a table
+line per level and at the end the whole table, and draws the paper's figures
+into the run directory. ``--preset paper`` runs the paper's full protocol;
+the default preset ``quick`` finishes in minutes on a laptop (see README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import lottery
+from .config import NETS, PRESETS, Config, make_config
+from .progress import ConsoleReporter, duration
+from .results import read_summary, table
+
+# flag -> Config field; every one defaults to None, meaning "the preset's value".
+OVERRIDES = {
+    "rounds": int, "iterations": int, "trials": int, "seed": int, "reinits": int,
+    "random_prunes": int, "batch_size": int, "lr": float, "momentum": float,
+    "fc_rate": float, "conv_rate": float, "output_rate": float, "eval_every": int,
+}
+
+
+def parse_layer_rate(text):
+    layer, sep, rate = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return layer, float(rate)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LAYER=RATE such as fc1=0.3, got {text!r}")
+
+
+def build_parser():
+    presets = "; ".join(
+        f"{name}: " + ", ".join(f"{k}={v}" for k, v in PRESETS[name]["lenet"].items()
+                                 if k in ("iterations", "rounds", "trials"))
+        for name in PRESETS)
+    parser = argparse.ArgumentParser(
+        prog="python -m minilottery.run",
+        description="Find lottery tickets: iterative magnitude pruning with reset to the "
+                    "initial weights, against random-reinit and random-pruning controls.",
+        epilog=f"Presets (LeNet values shown; see README for all nets): {presets}.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("net", choices=list(NETS), help="the network (and its dataset)")
+    parser.add_argument("--preset", choices=list(PRESETS), default="quick",
+                        help="schedule: 'quick' for minutes on a laptop, 'paper' for the paper's")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="run directory (default: runs/NET-PRESET-seedSEED)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="where the datasets are (else $MINILOTTERY_DATA, data/, the cache)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last finished training")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="train independent trainings in this many processes")
+    parser.add_argument("--no-plots", action="store_true", help="do not draw the figures")
+    group = parser.add_argument_group("experiment settings (default: the preset's value)")
+    group.add_argument("--rounds", type=int, help="pruning rounds after the dense level 0")
+    group.add_argument("--iterations", type=int, help="training iterations per level")
+    group.add_argument("--trials", type=int, help="independent initialisations")
+    group.add_argument("--seed", type=int, help="base seed of every random stream")
+    group.add_argument("--reinits", type=int, help="random-reinit controls per trial and level (0: none)")
+    group.add_argument("--random-prunes", type=int,
+                       help="random-pruning controls per trial and level (0: none)")
+    group.add_argument("--optimizer", choices=["adam", "sgd"])
+    group.add_argument("--lr", type=float, help="learning rate")
+    group.add_argument("--momentum", type=float, help="SGD momentum")
+    group.add_argument("--batch-size", type=int)
+    group.add_argument("--fc-rate", type=float, help="fraction of surviving fc weights pruned per round")
+    group.add_argument("--conv-rate", type=float, help="the same for conv layers")
+    group.add_argument("--output-rate", type=float, help="the same for the output layer")
+    group.add_argument("--rate", type=parse_layer_rate, action="append", metavar="LAYER=RATE",
+                       help="a per-layer rate, e.g. --rate fc1=0.3 (repeatable)")
+    group.add_argument("--eval-every", type=int, help="iterations between evaluations")
+    group.add_argument("--rewind", type=int, dest="rewind_iteration",
+                       help="reset survivors to their weights at this iteration (0: theta_0)")
+    group.add_argument("--one-shot", action="store_true", default=None,
+                       help="prune the trained dense net once to each level's size")
+    return parser
+
+
+def resolve_config(args):
+    """The Config the command asks for (or, with --resume, the stored one), validated."""
+    overrides = {name: getattr(args, name) for name in OVERRIDES}
+    overrides.update(optimizer=args.optimizer, rewind_iteration=args.rewind_iteration,
+                     one_shot=args.one_shot,
+                     layer_rates=dict(args.rate) if args.rate else None)
+    config = make_config(args.net, args.preset, **overrides)
+    stored_path = args.out / "config.json"
+    if args.resume and stored_path.exists():
+        stored = Config.from_json(stored_path.read_text(encoding="utf-8"))
+        asked = {k: v for k, v in overrides.items() if v is not None}
+        differs = {k: (getattr(stored, k), v) for k, v in asked.items() if getattr(stored, k) != v}
+        if stored.net != args.net or differs:
+            detail = ", ".join(f"{k}: stored {a}, asked {b}" for k, (a, b) in differs.items())
+            raise ValueError(f"--resume: {args.out} holds a {stored.net} run with other settings"
+                             f" ({detail or 'net'}); drop those flags or choose another --out")
+        return stored
+    return config
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    seed = args.seed if args.seed is not None else 0
+    args.out = args.out or Path("runs") / f"{args.net}-{args.preset}-seed{seed}"
+
+    try:
+        config = resolve_config(args)
+        lottery.check_schedule(config)
+    except ValueError as error:
+        parser.error(str(error))
+    if (args.out / "config.json").exists() and not args.resume:
+        parser.error(f"{args.out} already holds a run: add --resume to continue it, "
+                     f"or choose another --out")
+    if args.out.exists() and not (args.out / "config.json").exists() and any(args.out.iterdir()):
+        parser.error(f"{args.out} exists and is not a minilottery run directory")
+
+    todo = lottery.pieces_to_do(config, args.out)
+    if args.resume and (args.out / "config.json").exists() and not todo:
+        print(f"{args.out}: every training of this run is finished; nothing to train.")
+    else:
+        try:
+            data = lottery.load_data(config, args.data_dir)
+        except (OSError, ValueError) as error:  # missing or corrupt dataset
+            print(f"{parser.prog}: error: {error}", file=sys.stderr)
+            return 2
+        branches = ["ticket"] + ["reinit"] * (config.reinits > 0) + ["random"] * (config.random_prunes > 0)
+        print(f"{config.net}: {config.rounds + 1} levels x {config.trials} trials, "
+              f"{config.iterations} iterations each; {len(todo)} trainings to do -> {args.out}")
+        reporter = ConsoleReporter(len(todo), config.iterations, branches)
+        try:
+            lottery.run_experiment(config, args.out, data=data, jobs=args.jobs, reporter=reporter)
+        except KeyboardInterrupt:
+            print(f"\nInterrupted. Finished trainings are saved in {args.out}; continue with:\n"
+                  f"  python -m minilottery.run {config.net} --out {args.out} --resume",
+                  file=sys.stderr)
+            return 130
+        print(f"done in {duration(reporter.elapsed())}")
+
+    print()
+    print(table(read_summary(args.out)))
+    print(f"\nsummary: {args.out / 'summary.csv'}")
+    if not args.no_plots:
+        from .plots import draw_figures
+        for path in draw_figures(args.out):
+            print(f"figure:  {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
