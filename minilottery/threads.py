@@ -1,0 +1,82 @@
+"""Threads: how minilottery shares the cores between OpenBLAS and Numba.
+
+Two thread pools do the work: OpenBLAS runs NumPy's matrix products, Numba
+runs our kernels. Two facts shape how we use them:
+
+* **Contention.** Numba's default OpenMP layer and OpenBLAS both keep their
+  threads spinning for a while after each call; interleaved on two cores they
+  fight, and a LeNet step became 7x slower in our measurements. Numba's own
+  ``workqueue`` layer does not spin, so we select it (unless the user chose a
+  layer with ``NUMBA_THREADING_LAYER``). This must happen before the first
+  parallel kernel runs, hence at import of the package.
+* **Reproducibility.** OpenBLAS splits a float32 product differently over one
+  or two threads, and the sums then differ in their last bits. Our kernels do
+  not (they never split a sum across threads). So a seeded training is
+  reproducible bit for bit only at a fixed BLAS thread count: the lottery
+  trains with ``blas_threads(1)`` in every process, whatever ``--jobs`` is,
+  and gets its parallelism from running trainings side by side.
+
+``blas_threads`` works with the OpenBLAS that NumPy's wheels bundle. With
+another BLAS it does nothing (``blas_thread_control()`` says so), and
+results may then depend on the BLAS's own thread count.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import numba
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+
+
+def _find_openblas():
+    """(get, set) functions of NumPy's bundled OpenBLAS, or None if there is none."""
+    import numpy
+
+    package = Path(numpy.__file__).parent
+    patterns = [package.parent / "numpy.libs" / "*openblas*",  # Linux wheels
+                package / ".dylibs" / "*openblas*",            # macOS wheels
+                package.parent / "numpy.libs" / "*openblas*.dll"]
+    for path in sorted(p for pattern in patterns for p in glob.glob(str(pattern))):
+        try:
+            library = ctypes.CDLL(path)  # already loaded by NumPy: the same handle
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas_", "64_"), ("scipy_openblas_", ""),
+                               ("openblas_", "64_"), ("openblas_", "")):
+            get = getattr(library, f"{prefix}get_num_threads{suffix}", None)
+            set_ = getattr(library, f"{prefix}set_num_threads{suffix}", None)
+            if get is not None and set_ is not None:
+                get.restype = ctypes.c_int
+                set_.argtypes = [ctypes.c_int]
+                return get, set_
+    return None
+
+
+_OPENBLAS = _find_openblas()
+
+
+def blas_thread_control():
+    """True when ``blas_threads`` can set NumPy's BLAS thread count."""
+    return _OPENBLAS is not None
+
+
+@contextmanager
+def blas_threads(count):
+    """Run the body with ``count`` BLAS threads, then restore the previous count."""
+    if _OPENBLAS is None:
+        yield
+        return
+    get, set_ = _OPENBLAS
+    previous = get()
+    set_(count)
+    try:
+        yield
+    finally:
+        set_(previous)
