@@ -82,13 +82,25 @@ def pruning_rates(config, model):
 
 
 def check_schedule(config):
-    """Fail before any training if some layer would be pruned away to nothing."""
+    """Fail before any training if the schedule asks more rounds than a layer's weights allow.
+
+    With ``floor(rate * survivors)`` pruned per round, a layer never empties;
+    it stops shrinking once ``rate * survivors < 1``. A round that would prune
+    nothing from a layer with a nonzero rate is an error, not a silent no-op.
+    """
     model = build_model(config, seed=0)
     for name, rate in pruning_rates(config, model).items():
+        if rate == 0:
+            continue
         size = model.named_masks()[name].size
-        if pruning.kept_after_rounds(size, rate, config.rounds) < 1:
-            raise ValueError(f"{config.rounds} rounds at rate {rate} would prune every weight "
-                             f"of {name} ({size} weights); use fewer rounds or a lower rate")
+        for round_ in range(1, config.rounds + 1):
+            if pruning.kept_after_rounds(size, rate, round_) == pruning.kept_after_rounds(
+                    size, rate, round_ - 1):
+                kept = pruning.kept_after_rounds(size, rate, round_ - 1)
+                raise ValueError(
+                    f"{config.rounds} rounds are more than {name} allows: at round {round_} "
+                    f"it keeps {kept} of {size} weights and rate {rate} prunes none of them; "
+                    f"use at most {round_ - 1} rounds or a higher rate")
 
 
 # ----------------------------------------------------------------------------
