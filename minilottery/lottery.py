@@ -100,7 +100,7 @@ def check_schedule(config):
                 raise ValueError(
                     f"{config.rounds} rounds are more than {name} allows: at round {round_} "
                     f"it keeps {kept} of {size} weights and rate {rate} prunes none of them; "
-                    f"use at most {round_ - 1} rounds or a higher rate")
+                    f"use at most {round_ - 1} rounds")
 
 
 # ----------------------------------------------------------------------------
