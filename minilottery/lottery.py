@@ -157,10 +157,10 @@ def run_experiment(config, run_dir, *, data=None, data_dir=None, jobs=1, reporte
     return rows
 
 
-def load_data(config, data_dir=None):
+def load_data(config, data_dir=None, download=True):
     """The experiment's dataset with its validation split (see minilottery.data)."""
     load = {"mnist": load_mnist, "cifar10": load_cifar10}[config.dataset]
-    return load(data_dir, val_size=config.val_size, val_seed=config.val_seed)
+    return load(data_dir, val_size=config.val_size, val_seed=config.val_seed, download=download)
 
 
 def pieces_to_do(config, run_dir):

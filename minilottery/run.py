@@ -53,6 +53,8 @@ def build_parser():
                         help="run directory (default: runs/NET-PRESET-seedSEED)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="where the datasets are (else $MINILOTTERY_DATA, data/, the cache)")
+    parser.add_argument("--no-download", action="store_true",
+                        help="never download a missing dataset; fail with where to put it")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last finished training")
     parser.add_argument("--jobs", type=int, default=1,
@@ -127,7 +129,7 @@ def main(argv=None):
         print(f"{args.out}: every training of this run is finished; nothing to train.")
     else:
         try:
-            data = lottery.load_data(config, args.data_dir)
+            data = lottery.load_data(config, args.data_dir, download=not args.no_download)
         except (OSError, ValueError) as error:  # missing or corrupt dataset
             print(f"{parser.prog}: error: {error}", file=sys.stderr)
             return 2
