@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["--iterations", "40", "--eval-every", "20", "--rounds", "2", "--fc-rate", "0.5",
+TINY = ["--iterations", "40", "--eval-every", "20", "--rounds", "2", "--trials", "1", "--fc-rate", "0.5",
         "--output-rate", "0.25"]
 
 
