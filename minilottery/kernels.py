@@ -157,11 +157,12 @@ def maxpool_backward(dout, argmax, dx):
                 dx[n, c, at // width, at % width] += dout[n, c, oh, ow]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def relu_backward(dout, y, dx):
     """dx = dout where the ReLU output y > 0, else 0. All arrays 2-D (rows, cols),
-    the same shape; dx is fully overwritten."""
+    the same shape; dx is fully overwritten. Serial: one pass over memory is too
+    little work to pay for waking a second thread."""
     n_rows, n_cols = y.shape
-    for r in prange(n_rows):
+    for r in range(n_rows):
         for q in range(n_cols):
             dx[r, q] = dout[r, q] if y[r, q] > 0 else 0.0
