@@ -36,11 +36,15 @@ def softmax_cross_entropy(logits, labels):
         logits = logits.astype(np.float32)
 
     rows = np.arange(n)
-    shifted = logits - logits.max(axis=1, keepdims=True)
+    row_max = logits.max(axis=1, keepdims=True)
+    with np.errstate(over="ignore"):       # z - max z may round to -inf: exp gives 0, as it should
+        shifted = logits - row_max
     exp = np.exp(shifted)
     sum_exp = exp.sum(axis=1)
-    log_sum_exp = np.log(sum_exp)
-    loss = float(np.mean(log_sum_exp - shifted[rows, labels]))
+    # loss_n = log(sum_j exp(z_j - max z)) - (z_y - max z). The N numbers of the second term are
+    # formed in float64, because z_y - max z can exceed the float32 range for huge logits.
+    label_term = logits[rows, labels].astype(np.float64) - row_max[:, 0].astype(np.float64)
+    loss = float(np.mean(np.log(sum_exp).astype(np.float64) - label_term))
     dlogits = exp
     dlogits /= sum_exp[:, None]            # softmax probabilities
     dlogits[rows, labels] -= 1.0
