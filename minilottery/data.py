@@ -197,7 +197,8 @@ def load_mnist(data_dir=None, *, val_size=5000, val_seed=0, normalize=True, down
     """
     folder, looked = _find("mnist", data_dir, _mnist_missing)
     if folder is None:
-        folder = _download_or_raise("MNIST", "mnist", data_dir, looked, download, _download_mnist)
+        folder = _download_or_raise("MNIST", "mnist", data_dir, looked, download, _download_mnist,
+                                    needs="the four files " + ", ".join(s + "[.gz]" for s in MNIST_MD5))
     x_train, y_train = _read_mnist_pair(folder, "train")
     x_test, y_test = _read_mnist_pair(folder, "t10k")
     return _build("mnist", MNIST_CLASSES, x_train, y_train, x_test, y_test,
@@ -213,7 +214,8 @@ def load_cifar10(data_dir=None, *, val_size=5000, val_seed=0, normalize=True, do
     """
     source, looked = _find("cifar10", data_dir, _cifar_missing)
     if source is None:
-        folder = _download_or_raise("CIFAR-10", "cifar10", data_dir, looked, download, _download_cifar10)
+        folder = _download_or_raise("CIFAR-10", "cifar10", data_dir, looked, download, _download_cifar10,
+                                    needs=f"one of {CIFAR10_FOLDER}/, {CIFAR10_TAR}, {CIFAR10_NPZ}")
         source = folder / CIFAR10_TAR
     else:
         source = _cifar_source(source)
@@ -301,6 +303,8 @@ def _find(name, data_dir, missing):
     """
     looked = []
     for root, why in data_roots(data_dir):
+        if root == PROJECT_DATA_DIR and not os.environ.get(ENV_VAR):
+            looked.append(f"  ${ENV_VAR} is not set")
         for folder in (root / name, root):
             problem = missing(folder)
             if not problem:
@@ -347,15 +351,14 @@ def _cifar_source(folder: Path) -> Path:
     return _cifar_candidates(folder)[0]
 
 
-def _download_or_raise(title, name, data_dir, looked, download, fetch_into):
+def _download_or_raise(title, name, data_dir, looked, download, fetch_into, needs):
     """Download into the first writable root, or raise DatasetNotFoundError."""
     env = os.environ.get(ENV_VAR)
     target = Path(data_dir if data_dir is not None else env if env else cache_dir()).expanduser() / name
-    how = (f"To get it: call with download=True (fetches the canonical files into {target}), "
+    how = (f"A folder holds {title} when it has {needs}.\n"
+           f"To get it: call with download=True (fetches the canonical files into {target}), "
            f"or put the files in one of the folders above, or point {ENV_VAR} (or data_dir) "
            f"at a folder that holds {name}/.")
-    if not env:
-        looked = looked + [f"  ${ENV_VAR} is not set"]
     if not download:
         raise DatasetNotFoundError(f"{title} not found (download=False). Looked in, in order:\n"
                                    + "\n".join(looked) + "\n" + how)
@@ -666,7 +669,7 @@ def _to_float(x_u8: np.ndarray, idx: np.ndarray, mean, std, normalize: bool, chu
     for start in range(0, len(idx), chunk):
         part = out[start:start + chunk]
         part[...] = x_u8[idx[start:start + chunk]]  # uint8 -> float32 cast on assignment
-        part *= np.float32(1 / 255)
+        part /= np.float32(255)
         if normalize:
             part -= mean.reshape(shape)
             part /= std.reshape(shape)
