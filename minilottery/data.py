@@ -64,6 +64,7 @@ __all__ = [
     "load_cifar10",
     "minibatches",
     "data_roots",
+    "cache_dir",
     "DataError",
     "DatasetNotFoundError",
     "ChecksumError",
@@ -633,7 +634,7 @@ def _build(name, classes, x_train, y_train, x_test, y_test, val_size, val_seed, 
     return Dataset(name=name, classes=tuple(classes),
                    x_train=splits["train"], y_train=y_train[train_idx],
                    x_val=splits["val"], y_val=y_train[val_idx],
-                   x_test=splits["test"], y_test=y_test.copy(),
+                   x_test=splits["test"], y_test=y_test,
                    mean=mean, std=std, source=source, val_seed=val_seed)
 
 
