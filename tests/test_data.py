@@ -578,3 +578,37 @@ def test_real_cifar10_shapes_counts_checksum_and_memory():
     np.testing.assert_allclose(result["mean"], 0, atol=1e-4)
     np.testing.assert_allclose(result["std"], 1, atol=0.02)  # on every 9th image
     assert result["peak_after_load_mb"] < 1500, result
+
+
+def py2_batch_pickle(x, labels):
+    """A batch pickled the way Python 2 + NumPy 1.x wrote the canonical files:
+    protocol 2, str as BINSTRING, arrays via numpy.core.multiarray._reconstruct."""
+    import struct
+
+    def string(b):  # Python-2 str: SHORT_BINSTRING or BINSTRING
+        return (b"U" + bytes([len(b)]) if len(b) < 256 else b"T" + struct.pack("<i", len(b))) + b
+
+    def small_int(i):
+        return b"K" + bytes([i]) if i < 256 else b"M" + struct.pack("<H", i)
+
+    rows, cols = x.shape
+    dtype = b"cnumpy\ndtype\n" + string(b"u1") + b"K\x00K\x01\x87R" + \
+        b"(K\x03" + string(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+    array = (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + b"K\x00\x85" + string(b"b")
+             + b"\x87R" + b"(K\x01" + small_int(rows) + small_int(cols) + b"\x86" + dtype
+             + b"\x89" + string(x.tobytes()) + b"tb")
+    label_list = b"](" + b"".join(small_int(int(v)) for v in labels) + b"e"
+    return (b"\x80\x02}(" + string(b"data") + array + string(b"labels") + label_list
+            + string(b"batch_label") + string(b"training batch 1 of 5") + b"u.")
+
+
+def test_python2_style_batch_pickle_is_read(isolated, monkeypatch):
+    """The canonical batches are Python-2 pickles; we cannot ship them, so we write one by hand."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (3, 3072), dtype=np.uint8)
+    labels = [7, 0, 9]
+    blob = py2_batch_pickle(x, labels)
+    images, y = data._parse_batch(blob, "py2-batch")
+    np.testing.assert_array_equal(images, x.reshape(3, 3, 32, 32))
+    np.testing.assert_array_equal(y, labels)
+    assert y.dtype == np.int64
