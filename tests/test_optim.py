@@ -197,6 +197,34 @@ def test_pruned_weights_and_state_stay_exactly_zero(make_opt):
             assert np.all(np.isfinite(W))
 
 
+@pytest.mark.parametrize("make_opt", [
+    lambda m: SGD(m, 0.1, momentum=0.9, weight_decay=0.1),
+    lambda m: Adam(m, 0.1, weight_decay=0.1),
+], ids=["sgd", "adam"])
+def test_state_of_weights_pruned_mid_run_is_cleared(make_opt):
+    """Train dense for a while (state becomes nonzero everywhere), then prune in place
+    and keep the same optimizer: the newly pruned weights and their state are 0 after
+    the next step and stay 0; the survivors' state is untouched by the mask change."""
+    rng = np.random.default_rng(11)
+    model = make_model(rng, [(5, 4), (2, 3, 3, 3)], keep=1.0)
+    opt = make_opt(model)
+    for _ in range(5):
+        fill_grads(model, rng)
+        opt.step()
+    for layer in model.layers:
+        for buf in opt.state[f"{layer.name}.W"].values():
+            assert np.all(buf != 0)
+        layer.masks["W"][...] = (rng.random(layer.masks["W"].shape) < 0.5)
+    for _ in range(5):
+        fill_grads(model, rng, scale=10.0)
+        opt.step()
+        for layer in model.layers:
+            pruned = layer.masks["W"] == 0
+            assert np.all(layer.params["W"][pruned] == 0)
+            for buf in opt.state[f"{layer.name}.W"].values():
+                assert np.all(buf[pruned] == 0) and np.all(buf[~pruned] != 0)
+
+
 def test_biases_are_never_masked():
     layer = StandInLayer("fc", np.ones((2, 3), np.float32), np.ones(3, np.float32),
                          np.zeros((2, 3), np.float32))
