@@ -41,7 +41,8 @@ iterations each) is
 
     linear_warmup(step_decay(0.1, [56_240, 84_360]), 10_000)
 
-lr(0) = 0, lr(5,000) = 0.05, lr(10,000) = 0.1, lr(56,240) = 0.01, lr(84,360) = 0.001.
+lr(0) = 0, lr(5,000) = 0.05, lr(10,000) = 0.1, lr(56,240) = 0.01, lr(84,360) = 0.001
+(up to float rounding: 0.1 * 0.1 = 0.010000000000000002).
 
 Run with NUMBA_DISABLE_JIT=1 to step through the kernels in plain Python.
 """
