@@ -84,6 +84,15 @@ def spread(items, count):
     return [items[i] for i in picks]
 
 
+def regular_ticks(values, count):
+    """Every k-th of ``values`` from the first, k the smallest step leaving at most ``count``.
+
+    A fixed step in levels is a fixed ratio in Pm, so the ticks sit evenly on the log axis.
+    """
+    step = max(1, -(-(len(values) - 1) // max(1, count - 1)))  # ceil((n - 1) / (count - 1))
+    return list(values)[::step]
+
+
 def source_branch(branch, level):
     """Which trainings stand for ``branch`` at ``level``.
 
@@ -153,7 +162,7 @@ def plot_vs_weights(ax, series, ylabel):
         remaining.update(p.weights_remaining for p in pts)
 
     ax.set_xscale("log")
-    ticks = spread(sorted(remaining, reverse=True), MAX_PM_TICKS)
+    ticks = regular_ticks(sorted(remaining, reverse=True), MAX_PM_TICKS)
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticks([100 * t for t in ticks], [percent_label(t) for t in ticks])
     ax.set_xlim(100 * max(remaining) * 1.2, 100 * min(remaining) / 1.2)  # reversed: sparser right
@@ -201,8 +210,9 @@ def figure3(run_dir, rows, config):
             if not pieces:
                 continue
             iterations, mean, low, high = mean_history(run_dir, pieces, "test_acc")
+            dense = " (dense net)" if here != branch else ""
             ax.plot(iterations, mean, color=colour, linestyle=BRANCH_STYLES[branch]["linestyle"],
-                    label=f"{percent_label(pm[level])}%")
+                    label=f"{percent_label(pm[level])}%{dense}")
             ax.fill_between(iterations, low, high, color=colour, alpha=0.15, linewidth=0)
         ax.set_title(BRANCH_LABELS[branch])
         ax.set_xlabel("training iteration")

@@ -14,7 +14,8 @@ from matplotlib.figure import Figure
 
 from minilottery.config import Config
 from minilottery.plots import (BRANCH_STYLES, branch_points, draw_figures, figure3,
-                               mean_history, plot_vs_weights, read_run, spread)
+                               mean_history, plot_vs_weights, read_run, regular_ticks,
+                               spread)
 from minilottery.results import BRANCH_LABELS, Point, read_summary, summary_csv
 from minilottery.rundir import Piece, RunDir, write_text
 
@@ -192,6 +193,7 @@ def test_figure3_curves_are_the_mean_over_trials(tmp_path):
         np.testing.assert_allclose(line.get_ydata(), np.mean(accs, axis=0))
         np.testing.assert_allclose(line.get_xdata(), np.arange(100, 1001, 100))
     assert all(line.get_linestyle() == "--" for line in reinit_ax.get_lines())
+    assert reinit_ax.get_lines()[0].get_label() == "100% (dense net)"
     last = reinit_ax.get_lines()[-1]
     accs = [np.loadtxt(run.piece(Piece(t, 7, "reinit", r)) / "history.csv", delimiter=",",
                        skiprows=1)[:, HISTORY_COLUMNS.index("test_acc")]
@@ -205,6 +207,23 @@ def test_mean_history_refuses_mismatched_evaluations(tmp_path):
     write_history(run.piece(Piece(1, 0, "ticket")) / "history.csv", history)
     with pytest.raises(ValueError, match="other iterations"):
         mean_history(run.root, [Piece(0, 0, "ticket"), Piece(1, 0, "ticket")], "test_acc")
+
+
+@settings(deadline=None)
+@given(n=st.integers(1, 40), count=st.integers(2, 10))
+def test_regular_ticks_are_evenly_stepped(n, count):
+    ticks = regular_ticks(list(range(n)), count)
+    assert ticks[0] == 0 and 1 <= len(ticks) <= count
+    assert len(set(np.diff(ticks))) <= 1  # one step throughout
+    if n <= count:
+        assert ticks == list(range(n))
+
+
+def test_weights_axis_ticks_of_a_long_run():
+    pts = [Point(k, 0.8 ** k, 0.9, 0.8, 1.0, 1) for k in range(17)]
+    ax = Figure().subplots()
+    plot_vs_weights(ax, {"ticket": pts}, "y")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["100", "51.2", "26.2", "13.4", "6.9", "3.5"]
 
 
 @settings(deadline=None)
