@@ -1,0 +1,178 @@
+"""Numba kernels: the hot inner loops of the layers, as pure functions on arrays.
+
+Every kernel here is compiled by Numba at module level with ``@njit(cache=True)``
+and writes into an output array the caller passes in (so buffers can be reused
+from one training step to the next). The kernels are generic over the float
+dtype: float32 on the training path, float64 when ``minilottery.gradcheck``
+checks a float64 copy of a layer.
+
+Layouts (NCHW images, as everywhere in minilottery):
+
+    x     (N, C, H, W)              a batch of images
+    cols  (N, C*k*k, OH*OW)         im2col: row c*k*k + i*k + j of example n holds
+                                    x[n, c, oh*s - p + i, ow*s - p + j] for every
+                                    output position oh*OW + ow (0 where it falls
+                                    into the zero padding)
+
+With this layout a convolution is one batched matrix product that lands
+directly in NCHW order, no transpose needed:
+
+    out[n] = W.reshape(O, C*k*k) @ cols[n]          -> (N, O, OH*OW) == (N, O, OH, OW)
+
+Parallelism: the outer loop of each kernel runs over the N*C (example,
+channel) planes with ``prange``; every iteration writes only its own plane, so
+there are no races. With ``NUMBA_DISABLE_JIT=1`` the same code runs as plain
+Python (slowly), which is handy for stepping through it in a debugger.
+
+``minilottery.reference`` holds slow, loop-based NumPy versions of the same
+operations; the tests check every kernel against them.
+"""
+
+import os
+
+# Numba's parallel kernels run on an OpenMP (GNU libgomp) thread pool, NumPy's matrix
+# products on OpenBLAS's own threads. Idle libgomp threads spin-wait for new work by
+# default; on a machine with few cores they then steal the cores OpenBLAS needs, and
+# a GEMM right after a kernel can run 5-10x slower. A short spin fixes it (measured on
+# 2 cores: im2col + GEMM of Conv-2's conv2 layer, up to 600 ms -> 60-70 ms). libgomp
+# reads this when Numba first starts its pool; an explicit user setting wins.
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+
+import numpy as np  # noqa: E402
+from numba import njit, prange  # noqa: E402
+
+
+def conv_output_size(size, kernel_size, stride, padding):
+    """Output length of a convolution / pooling window sliding over `size` inputs:
+    floor((size + 2*padding - kernel_size) / stride) + 1."""
+    return (size + 2 * padding - kernel_size) // stride + 1
+
+
+@njit(cache=True, parallel=True)
+def im2col(x, kernel_size, stride, padding, cols):
+    """Unfold image patches into columns: cols[n, c*k*k + i*k + j, oh*OW + ow] =
+    x[n, c, oh*stride - padding + i, ow*stride - padding + j] (0 outside the image).
+
+    x: (N, C, H, W); cols: (N, C*k*k, OH*OW), fully overwritten.
+    """
+    n_img, n_ch, height, width = x.shape
+    k = kernel_size
+    out_w = (width + 2 * padding - k) // stride + 1
+    n_out = cols.shape[2]
+    out_h = n_out // out_w
+    for plane in prange(n_img * n_ch):
+        n = plane // n_ch
+        c = plane % n_ch
+        for i in range(k):
+            for j in range(k):
+                row = c * k * k + i * k + j
+                for oh in range(out_h):
+                    h = oh * stride - padding + i
+                    base = oh * out_w
+                    if h < 0 or h >= height:
+                        for ow in range(out_w):
+                            cols[n, row, base + ow] = 0.0
+                    else:
+                        for ow in range(out_w):
+                            w = ow * stride - padding + j
+                            if w < 0 or w >= width:
+                                cols[n, row, base + ow] = 0.0
+                            else:
+                                cols[n, row, base + ow] = x[n, c, h, w]
+
+
+@njit(cache=True, parallel=True)
+def col2im(cols, kernel_size, stride, padding, dx):
+    """The adjoint of im2col: add every column entry back onto the pixel it was
+    copied from. dx[n, c, h, w] = sum of cols[n, c*k*k + i*k + j, oh*OW + ow] over
+    all (i, j, oh, ow) with oh*stride - padding + i == h and ow*stride - padding + j == w.
+
+    cols: (N, C*k*k, OH*OW); dx: (N, C, H, W), fully overwritten.
+    """
+    n_img, n_ch, height, width = dx.shape
+    k = kernel_size
+    out_w = (width + 2 * padding - k) // stride + 1
+    n_out = cols.shape[2]
+    out_h = n_out // out_w
+    for plane in prange(n_img * n_ch):
+        n = plane // n_ch
+        c = plane % n_ch
+        for h in range(height):
+            for w in range(width):
+                dx[n, c, h, w] = 0.0
+        for i in range(k):
+            for j in range(k):
+                row = c * k * k + i * k + j
+                for oh in range(out_h):
+                    h = oh * stride - padding + i
+                    if h < 0 or h >= height:
+                        continue
+                    base = oh * out_w
+                    for ow in range(out_w):
+                        w = ow * stride - padding + j
+                        if w >= 0 and w < width:
+                            dx[n, c, h, w] += cols[n, row, base + ow]
+
+
+@njit(cache=True, parallel=True)
+def maxpool_forward(x, kernel_size, stride, out, argmax):
+    """Max over each k x k window: out[n, c, oh, ow] = max of
+    x[n, c, oh*s : oh*s + k, ow*s : ow*s + k]; argmax[n, c, oh, ow] records where the
+    maximum sits, as a flat index h*W + w into the (H, W) plane (first one on ties).
+
+    x: (N, C, H, W); out and argmax (int32): (N, C, OH, OW), fully overwritten.
+    """
+    n_img, n_ch, height, width = x.shape
+    out_h = out.shape[2]
+    out_w = out.shape[3]
+    k = kernel_size
+    for plane in prange(n_img * n_ch):
+        n = plane // n_ch
+        c = plane % n_ch
+        for oh in range(out_h):
+            for ow in range(out_w):
+                h0 = oh * stride
+                w0 = ow * stride
+                best = x[n, c, h0, w0]
+                best_at = h0 * width + w0
+                for i in range(k):
+                    for j in range(k):
+                        v = x[n, c, h0 + i, w0 + j]
+                        if v > best:
+                            best = v
+                            best_at = (h0 + i) * width + (w0 + j)
+                out[n, c, oh, ow] = best
+                argmax[n, c, oh, ow] = best_at
+
+
+@njit(cache=True, parallel=True)
+def maxpool_backward(dout, argmax, dx):
+    """Route each output gradient back to the input pixel that won the max:
+    dx[n, c].flat[argmax[n, c, oh, ow]] += dout[n, c, oh, ow]; every other pixel gets 0.
+
+    dout, argmax: (N, C, OH, OW); dx: (N, C, H, W), fully overwritten.
+    """
+    n_img, n_ch, height, width = dx.shape
+    out_h = dout.shape[2]
+    out_w = dout.shape[3]
+    for plane in prange(n_img * n_ch):
+        n = plane // n_ch
+        c = plane % n_ch
+        for h in range(height):
+            for w in range(width):
+                dx[n, c, h, w] = 0.0
+        for oh in range(out_h):
+            for ow in range(out_w):
+                at = argmax[n, c, oh, ow]
+                dx[n, c, at // width, at % width] += dout[n, c, oh, ow]
+
+
+@njit(cache=True)
+def relu_backward(dout, y, dx):
+    """dx = dout where the ReLU output y > 0, else 0. All arrays 2-D (rows, cols),
+    the same shape; dx is fully overwritten. Serial: one pass over memory is too
+    little work to pay for waking a second thread."""
+    n_rows, n_cols = y.shape
+    for r in range(n_rows):
+        for q in range(n_cols):
+            dx[r, q] = dout[r, q] if y[r, q] > 0 else 0.0

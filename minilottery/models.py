@@ -1,0 +1,208 @@
+"""Sequential models and the paper's networks: LeNet-300-100, Conv-2, Conv-4, Conv-6.
+
+A Sequential runs its layers in order forward and in reverse order backward.
+Every parameter has a name "layer.key" (e.g. "fc1.W"); the dicts returned by
+named_params / named_grads / named_masks hold live references, in layer order,
+so pruning and optimizers work on them directly.
+"""
+
+import numpy as np
+
+from .init import initialize
+from .layers import Conv2d, Dense, Dropout, Flatten, MaxPool2d, ReLU
+
+
+class Sequential:
+    """A stack of layers: forward(x) = layer_n(...layer_1(x)); backward runs in reverse.
+
+    Unnamed layers are named f"{class name in lower case}{index}" (index = position).
+    Names must be unique and must not contain ".".
+    """
+
+    def __init__(self, *layers):
+        self.layers = list(layers)
+        seen = set()
+        for index, layer in enumerate(self.layers):
+            if layer.name is None:
+                layer.name = f"{type(layer).__name__.lower()}{index}"
+            if "." in layer.name:
+                raise ValueError(f"Sequential: layer name {layer.name!r} must not contain '.'")
+            if layer.name in seen:
+                raise ValueError(f"Sequential: duplicate layer name {layer.name!r}")
+            seen.add(layer.name)
+
+    def forward(self, x, training=True):
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    __call__ = forward
+
+    def backward(self, dout):
+        """Backpropagate dL/doutput through every layer; fills each layer's grads; returns dL/dx."""
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        return dout
+
+    def __getitem__(self, name):
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"Sequential has no layer named {name!r}")
+
+    # -- named views --------------------------------------------------------------
+
+    def named_params(self):
+        return {f"{l.name}.{k}": v for l in self.layers for k, v in l.params.items()}
+
+    def named_grads(self):
+        return {f"{l.name}.{k}": v for l in self.layers for k, v in l.grads.items()}
+
+    def named_masks(self):
+        return {f"{l.name}.{k}": v for l in self.layers for k, v in l.masks.items()}
+
+    def count_weights(self):
+        """Number of prunable weights (the paper's denominator: W only, no biases)."""
+        return sum(int(m.size) for m in self.named_masks().values())
+
+    # -- masks and state ----------------------------------------------------------
+
+    @staticmethod
+    def _check_mask(name, mask, expected_shape):
+        mask = np.asarray(mask)
+        if mask.shape != expected_shape:
+            raise ValueError(f"mask {name!r}: expected shape {expected_shape}, got {mask.shape}")
+        if not np.all((mask == 0) | (mask == 1)):
+            raise ValueError(f"mask {name!r}: values must be 0 or 1")
+        return mask
+
+    def set_masks(self, masks):
+        """Install masks (a dict name -> 0/1 array, some or all prunable params) and zero the
+        pruned weights (W *= mask). Everything is validated before anything changes."""
+        own = self.named_masks()
+        unknown = sorted(set(masks) - set(own))
+        if unknown:
+            raise ValueError(f"set_masks: unknown mask names {unknown}; prunable params are {list(own)}")
+        checked = {name: self._check_mask(name, m, own[name].shape) for name, m in masks.items()}
+        params = self.named_params()
+        for name, mask in checked.items():
+            own[name][...] = mask
+            params[name] *= own[name]
+
+    def state_dict(self):
+        """{"params": {name: copy}, "masks": {name: copy}}."""
+        return {"params": {k: v.copy() for k, v in self.named_params().items()},
+                "masks": {k: v.copy() for k, v in self.named_masks().items()}}
+
+    def load_state_dict(self, state):
+        """Copy params and masks in from a state_dict(). Names must match exactly, shapes too,
+        masks must be 0/1 and every masked-out weight must be 0. Validated before copying."""
+        if not isinstance(state, dict) or set(state) != {"params", "masks"}:
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"load_state_dict: expected a dict with keys 'params' and 'masks', got {got}")
+        for part, own in (("params", self.named_params()), ("masks", self.named_masks())):
+            missing = sorted(set(own) - set(state[part]))
+            unexpected = sorted(set(state[part]) - set(own))
+            if missing or unexpected:
+                raise ValueError(f"load_state_dict: {part} names differ: missing {missing}, "
+                                 f"unexpected {unexpected}")
+            for name, value in state[part].items():
+                if np.shape(value) != own[name].shape:
+                    raise ValueError(f"load_state_dict: {part} {name!r}: expected shape "
+                                     f"{own[name].shape}, got {np.shape(value)}")
+        for name, mask in state["masks"].items():
+            self._check_mask(name, mask, np.shape(mask))
+            if np.any(np.asarray(state["params"][name])[np.asarray(mask) == 0] != 0):
+                raise ValueError(f"load_state_dict: {name!r} has nonzero weights where its mask is 0")
+        for part, own in (("params", self.named_params()), ("masks", self.named_masks())):
+            for name, value in state[part].items():
+                own[name][...] = value
+
+    def reseed_dropout(self, seed):
+        """Reseed every Dropout layer; layer i gets the seed sequence (seed, i)."""
+        for index, layer in enumerate(self.layers):
+            if isinstance(layer, Dropout):
+                layer.reseed(np.random.SeedSequence([seed, index]))
+
+    def __repr__(self):
+        inner = "\n".join(f"  {layer!r}" for layer in self.layers)
+        return f"Sequential(\n{inner}\n)"
+
+
+# -- the paper's networks ------------------------------------------------------------
+
+def _fc_head(in_features, dropout, first_relu_index):
+    """FC 256, 256, 10 with ReLU after each hidden layer (and Dropout after it if dropout > 0)."""
+    layers, r = [], first_relu_index
+    for i, (fan_in, fan_out) in enumerate([(in_features, 256), (256, 256)], start=1):
+        layers += [Dense(fan_in, fan_out, name=f"fc{i}"), ReLU(name=f"relu{r}")]
+        r += 1
+        if dropout > 0:
+            layers.append(Dropout(dropout, name=f"dropout{i}"))
+    layers.append(Dense(256, 10, name="out"))
+    return layers
+
+
+def _finish(layers, seed):
+    model = Sequential(*layers)
+    initialize(model, seed)
+    model.reseed_dropout(seed)
+    return model
+
+
+def lenet300_100(seed=0):
+    """LeNet-300-100 for MNIST (input (N, 1, 28, 28)): Flatten, FC 300, FC 100, FC 10,
+    ReLU after the hidden layers. 266,200 weights. Layers: flatten, fc1, relu1, fc2, relu2, out."""
+    return _finish([Flatten(name="flatten"),
+                    Dense(784, 300, name="fc1"), ReLU(name="relu1"),
+                    Dense(300, 100, name="fc2"), ReLU(name="relu2"),
+                    Dense(100, 10, name="out")], seed)
+
+
+def _conv_net(widths, seed, dropout):
+    """Modules of two 3x3 'same' convs (+ReLU) and a 2x2 max-pool, then FC 256, 256, 10."""
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    layers, in_ch, size, c = [], 3, 32, 0
+    for m, width in enumerate(widths, start=1):
+        for _ in range(2):
+            c += 1
+            layers += [Conv2d(in_ch, width, 3, padding=1, name=f"conv{c}"), ReLU(name=f"relu{c}")]
+            in_ch = width
+        layers.append(MaxPool2d(2, name=f"pool{m}"))
+        size //= 2
+    layers.append(Flatten(name="flatten"))
+    layers += _fc_head(in_ch * size * size, dropout, first_relu_index=c + 1)
+    return _finish(layers, seed)
+
+
+_DROPOUT_DOC = """
+    dropout: rate p of the paper's dropout variants (§3, App H.5 use 0.5). The paper does not
+    say which layers get dropout; we put a Dropout after the ReLU of each hidden FC layer
+    (fc1, fc2), none in the conv layers and none before the output layer."""
+
+
+def conv2(seed=0, dropout=0.0):
+    return _conv_net([64], seed, dropout)
+
+
+def conv4(seed=0, dropout=0.0):
+    return _conv_net([64, 128], seed, dropout)
+
+
+def conv6(seed=0, dropout=0.0):
+    return _conv_net([64, 128, 256], seed, dropout)
+
+
+conv2.__doc__ = """Conv-2 for CIFAR-10 (input (N, 3, 32, 32)): conv 64, 64, pool, FC 256, 256, 10.
+    4,300,992 weights (38,592 conv). Layers: conv1, relu1, conv2, relu2, pool1, flatten,
+    fc1, relu3, fc2, relu4, out.""" + _DROPOUT_DOC
+conv4.__doc__ = """Conv-4 for CIFAR-10: conv 64, 64, pool, 128, 128, pool, FC 256, 256, 10.
+    2,425,024 weights (259,776 conv).""" + _DROPOUT_DOC
+conv6.__doc__ = """Conv-6 for CIFAR-10: conv 64, 64, pool, 128, 128, pool, 256, 256, pool, FC 256, 256, 10.
+    2,261,184 weights (1,144,512 conv). The paper's Fig 2 table says 1.7M weights for
+    Conv-6, but the architecture it describes (§3, App H.1) has 2,261,184: the flattened
+    4*4*256 = 4096 features give fc1 alone 1,048,576 weights. We build the described
+    architecture.""" + _DROPOUT_DOC
+
+BUILDERS = {"lenet": lenet300_100, "conv2": conv2, "conv4": conv4, "conv6": conv6}

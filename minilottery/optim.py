@@ -1,0 +1,313 @@
+"""Mask-aware optimizers (SGD with momentum, Adam) and learning-rate schedules.
+
+An optimizer walks ``model.layers``; every layer holds ``params``, ``grads`` and
+``masks`` dicts (see CONTRACT.md). For each parameter tensor it runs ONE fused
+Numba kernel, a single pass over the raveled tensor that does weight decay,
+the moment updates, the (bias-corrected) step and the mask:
+
+    SGD  (momentum mu, weight decay lambda; the PyTorch / Sutskever form)
+        g <- g + lambda * w
+        v <- mu * v + g
+        w <- w - lr * v
+
+    Adam (Kingma & Ba 2015; weight decay as L2 added to the gradient)
+        g <- g + lambda * w
+        m <- beta1 * m + (1 - beta1) * g
+        v <- beta2 * v + (1 - beta2) * g^2
+        w <- w - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+
+    where t = iteration + 1 is the number of the step being taken.
+
+Pruning invariant: where a mask is 0 the kernel writes w = 0 and sets that
+entry's optimizer state (v, or m and v) to 0, and skips the update entirely.
+So a pruned weight stays exactly 0 and can never creep back through momentum
+or weight decay, whatever its gradient, the learning rate or the decay.
+Biases have no mask; the same kernel runs with ``mask=None`` (Numba compiles a
+separate, mask-free specialisation of it).
+
+All state is float32, and the scalars (lr, betas, bias corrections) are handed
+to the kernels as float32, so the arithmetic stays float32 end to end.
+
+Learning-rate schedules are callables ``iteration -> lr``:
+
+    constant(lr)                            lr(t) = lr
+    linear_warmup(lr, k)                    lr(t) = base(t) * min(1, t / k)
+    step_decay(lr, milestones, factor=0.1)  lr(t) = base(t) * factor ** #{m in milestones : m <= t}
+
+``lr`` (the base) may itself be a number or a schedule, so they compose; the
+warmup factor multiplies whatever the inner schedule gives. VGG-19 with warmup
+(PAPER.md §4: k = 10,000, lr 0.1 divided by 10 after epochs 80 and 120 of 703
+iterations each) is
+
+    linear_warmup(step_decay(0.1, [56_240, 84_360]), 10_000)
+
+lr(0) = 0, lr(5,000) = 0.05, lr(10,000) = 0.1, lr(56,240) = 0.01, lr(84,360) = 0.001
+(up to float rounding: 0.1 * 0.1 = 0.010000000000000002).
+
+Run with NUMBA_DISABLE_JIT=1 to step through the kernels in plain Python.
+"""
+
+import math
+import numbers
+
+import numpy as np
+from numba import njit
+
+__all__ = [
+    "Optimizer", "SGD", "Adam",
+    "Constant", "LinearWarmup", "StepDecay",
+    "constant", "linear_warmup", "step_decay",
+    "sgd_kernel", "adam_kernel",
+]
+
+
+# --------------------------------------------------------------------------
+# Kernels: one pass over one raveled tensor. mask is a float 0/1 array or None.
+# --------------------------------------------------------------------------
+
+@njit(cache=True)
+def sgd_kernel(w, g, velocity, mask, lr, momentum, weight_decay):
+    """In place, for every i: pruned (mask 0) -> w = v = 0; otherwise
+    g' = g + weight_decay * w;  v = momentum * v + g';  w -= lr * v."""
+    for i in range(w.size):
+        if mask is not None and mask[i] == 0:
+            w[i] = 0.0
+            velocity[i] = 0.0
+            continue
+        gi = g[i] + weight_decay * w[i]
+        vi = momentum * velocity[i] + gi
+        velocity[i] = vi
+        w[i] -= lr * vi
+
+
+@njit(cache=True)
+def adam_kernel(w, g, m, v, mask, lr, beta1, beta2, eps, weight_decay,
+                bias_correction1, bias_correction2):
+    """In place, for every i: pruned (mask 0) -> w = m = v = 0; otherwise
+    g' = g + weight_decay * w;  m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;
+    w -= lr * (m / bias_correction1) / (sqrt(v / bias_correction2) + eps),
+    with bias_correction_k = 1 - b_k^t computed by the caller (float32)."""
+    one = np.float32(1.0)
+    for i in range(w.size):
+        if mask is not None and mask[i] == 0:
+            w[i] = 0.0
+            m[i] = 0.0
+            v[i] = 0.0
+            continue
+        gi = g[i] + weight_decay * w[i]
+        mi = beta1 * m[i] + (one - beta1) * gi
+        vi = beta2 * v[i] + (one - beta2) * gi * gi
+        m[i] = mi
+        v[i] = vi
+        m_hat = mi / bias_correction1
+        v_hat = vi / bias_correction2
+        w[i] -= lr * m_hat / (np.sqrt(v_hat) + eps)
+
+
+# --------------------------------------------------------------------------
+# Learning-rate schedules
+# --------------------------------------------------------------------------
+
+def _check_number(value, what, *, low=0.0, high=None, low_inclusive=True):
+    """Return float(value) if it is a finite real in the allowed range, else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    value = float(value)
+    if value < low or (not low_inclusive and value == low):
+        bound = ">=" if low_inclusive else ">"
+        raise ValueError(f"{what} must be {bound} {low}, got {value!r}")
+    if high is not None and value >= high:
+        raise ValueError(f"{what} must be < {high}, got {value!r}")
+    return value
+
+
+def _check_lr(lr, what="lr"):
+    """A learning rate is a number >= 0 or a callable schedule."""
+    return lr if callable(lr) else _check_number(lr, what)
+
+
+def _evaluate(lr, iteration):
+    return float(lr(iteration)) if callable(lr) else lr
+
+
+class Constant:
+    """lr(t) = lr for every iteration t."""
+
+    def __init__(self, lr):
+        self.lr = _check_number(lr, "lr")
+
+    def __call__(self, iteration):
+        return self.lr
+
+    def __repr__(self):
+        return f"constant({self.lr!r})"
+
+
+class LinearWarmup:
+    """lr(t) = base(t) * min(1, t / k): rises linearly from 0 at t = 0 to the base
+    lr at t = k, then follows the base (PAPER.md §2 Warmup; k = warmup_iterations).
+    base is a number or another schedule."""
+
+    def __init__(self, lr, warmup_iterations):
+        self.base = _check_lr(lr)
+        if isinstance(warmup_iterations, bool) or not isinstance(warmup_iterations, numbers.Integral) \
+                or warmup_iterations < 1:
+            raise ValueError(f"warmup_iterations must be an integer >= 1, got {warmup_iterations!r}")
+        self.warmup_iterations = int(warmup_iterations)
+
+    def __call__(self, iteration):
+        return _evaluate(self.base, iteration) * min(1.0, iteration / self.warmup_iterations)
+
+    def __repr__(self):
+        return f"linear_warmup({self.base!r}, {self.warmup_iterations})"
+
+
+class StepDecay:
+    """lr(t) = base(t) * factor ** (number of milestones <= t): with factor 0.1 the lr
+    is divided by 10 at each milestone (VGG-19 / ResNet-18, PAPER.md §1).
+    base is a number or another schedule; milestones strictly increasing ints >= 1."""
+
+    def __init__(self, lr, milestones, factor=0.1):
+        self.base = _check_lr(lr)
+        milestones = list(milestones)
+        for i, ms in enumerate(milestones):
+            if isinstance(ms, bool) or not isinstance(ms, numbers.Integral) or ms < 1 \
+                    or (i > 0 and ms <= milestones[i - 1]):
+                raise ValueError("milestones must be strictly increasing integers >= 1, "
+                                 f"got {milestones!r}")
+        self.milestones = [int(ms) for ms in milestones]
+        self.factor = _check_number(factor, "factor", low=0.0, low_inclusive=False)
+
+    def __call__(self, iteration):
+        passed = sum(1 for ms in self.milestones if ms <= iteration)
+        return _evaluate(self.base, iteration) * self.factor ** passed
+
+    def __repr__(self):
+        return f"step_decay({self.base!r}, {self.milestones!r}, factor={self.factor!r})"
+
+
+# The spellings used in CONTRACT.md.
+constant = Constant
+linear_warmup = LinearWarmup
+step_decay = StepDecay
+
+
+# --------------------------------------------------------------------------
+# Optimizers
+# --------------------------------------------------------------------------
+
+class Optimizer:
+    """Shared bookkeeping: the lr (number or schedule), the iteration counter, the
+    walk over the model's parameters, and float32 state per parameter.
+
+    Parameters are named "layer.key" (as Sequential.named_params() names them);
+    a layer without a name is named by its index. Subclasses list their state
+    buffers in STATE and implement _update(param, grad, state, mask, lr)."""
+
+    STATE = ()
+
+    def __init__(self, model, lr, weight_decay=0.0):
+        if not hasattr(model, "layers"):
+            raise ValueError(f"model must have .layers, got {type(model).__name__}")
+        self.model = model
+        self.lr = _check_lr(lr)
+        self.weight_decay = _check_number(weight_decay, "weight_decay")
+        self.iteration = 0
+        self.state = {name: {key: np.zeros(p.shape, np.float32) for key in self.STATE}
+                      for name, p, _, _ in self._parameters()}
+
+    def _parameters(self):
+        """Yield (name, param, grad, mask or None) for every parameter, after checking
+        that param and grad are float32 of the same shape, mask (if any) too."""
+        for index, layer in enumerate(self.model.layers):
+            layer_name = layer.name if getattr(layer, "name", None) else str(index)
+            for key, param in layer.params.items():
+                name = f"{layer_name}.{key}"
+                grad = layer.grads.get(key)
+                mask = layer.masks.get(key)
+                if param.dtype != np.float32 or not param.flags.c_contiguous:
+                    raise ValueError(f"param {name} must be a C-contiguous float32 array, "
+                                     f"got dtype {param.dtype}")
+                if grad is None or grad.shape != param.shape or grad.dtype != np.float32:
+                    got = None if grad is None else (grad.shape, str(grad.dtype))
+                    raise ValueError(f"grad of {name} must be float32 of shape {param.shape}, "
+                                     f"got {got}")
+                if mask is not None and mask.shape != param.shape:
+                    raise ValueError(f"mask of {name} must have shape {param.shape}, "
+                                     f"got {mask.shape}")
+                yield name, param, grad, mask
+
+    def lr_now(self):
+        """The learning rate of the next step: lr, or lr(iteration) for a schedule."""
+        lr = _evaluate(self.lr, self.iteration)
+        if not math.isfinite(lr) or lr < 0:
+            raise ValueError(f"schedule {self.lr!r} gave lr {lr!r} at iteration "
+                             f"{self.iteration}; it must be finite and >= 0")
+        return lr
+
+    def step(self):
+        """Update every parameter from its gradient, then iteration += 1."""
+        lr = np.float32(self.lr_now())
+        for name, param, grad, mask in self._parameters():
+            state = self.state.get(name)
+            if state is None:     # a parameter the model gained after construction
+                state = self.state[name] = {key: np.zeros(param.shape, np.float32)
+                                            for key in self.STATE}
+            for key, buf in state.items():
+                if buf.shape != param.shape:
+                    raise ValueError(f"optimizer state {key!r} of {name} has shape {buf.shape}, "
+                                     f"but the param now has shape {param.shape}")
+            self._update(param.reshape(-1), np.ravel(grad),
+                         {key: buf.reshape(-1) for key, buf in state.items()},
+                         None if mask is None else np.ravel(mask), lr)
+        self.iteration += 1
+
+    def _update(self, param, grad, state, mask, lr):
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum and L2 weight decay:
+    g' = g + weight_decay * w;  v = momentum * v + g';  w -= lr * v.
+    momentum 0 is plain SGD (v is then just g'). Pruned weights stay exactly 0."""
+
+    STATE = ("velocity",)
+
+    def __init__(self, model, lr, momentum=0.0, weight_decay=0.0):
+        self.momentum = _check_number(momentum, "momentum", high=1.0)
+        super().__init__(model, lr, weight_decay)
+
+    def _update(self, param, grad, state, mask, lr):
+        sgd_kernel(param, grad, state["velocity"], mask, lr,
+                   np.float32(self.momentum), np.float32(self.weight_decay))
+
+
+class Adam(Optimizer):
+    """Adam with bias correction and L2 weight decay added to the gradient
+    (not decoupled AdamW); formulas in the module docstring. Pruned weights and
+    their m, v stay exactly 0."""
+
+    STATE = ("m", "v")
+
+    def __init__(self, model, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        if len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        self.betas = (_check_number(betas[0], "betas[0]", high=1.0),
+                      _check_number(betas[1], "betas[1]", high=1.0))
+        self.eps = _check_number(eps, "eps", low=0.0, low_inclusive=False)
+        super().__init__(model, lr, weight_decay)
+
+    def step(self):
+        t = self.iteration + 1   # the step being taken, counted from 1
+        # 1 - beta^t from the float32 betas the kernel uses, so that at t = 1 the
+        # corrected moments are exactly g and g^2 (up to float32 rounding).
+        beta1, beta2 = (float(np.float32(beta)) for beta in self.betas)
+        self._bias_corrections = (np.float32(1.0 - beta1 ** t), np.float32(1.0 - beta2 ** t))
+        super().step()
+
+    def _update(self, param, grad, state, mask, lr):
+        beta1, beta2 = self.betas
+        bc1, bc2 = self._bias_corrections
+        adam_kernel(param, grad, state["m"], state["v"], mask, lr,
+                    np.float32(beta1), np.float32(beta2), np.float32(self.eps),
+                    np.float32(self.weight_decay), bc1, bc2)

@@ -1,0 +1,64 @@
+"""Shared test setup: import path, a session-wide Numba warm-up, hypothesis strategies."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import strategies as st
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def numba_warmup():
+    """Compile (or load from cache) every kernel once, in float32 and float64, before the
+    tests run, so no single test pays the compilation time (hypothesis deadlines aside)."""
+    from minilottery import kernels
+
+    for dtype in (np.float32, np.float64):
+        x = np.ones((1, 1, 3, 3), dtype=dtype)
+        cols = np.empty((1, 4, 4), dtype=dtype)
+        kernels.im2col(x, 2, 1, 0, cols)
+        kernels.col2im(cols, 2, 1, 0, x)
+        out = np.empty((1, 1, 1, 1), dtype=dtype)
+        argmax = np.empty((1, 1, 1, 1), dtype=np.int32)
+        kernels.maxpool_forward(x, 2, 2, out, argmax)
+        kernels.maxpool_backward(out, argmax, x)
+        y = np.ones((2, 2), dtype=dtype)
+        kernels.relu_backward(y, y, y.copy())
+    yield
+
+
+# -- hypothesis strategies shared by the test modules --------------------------------
+
+seeds = st.integers(min_value=0, max_value=2**31 - 1)
+
+
+@st.composite
+def conv_cases(draw):
+    """(N, C, H, W, O, k, stride, padding) with an output of at least 1x1."""
+    n = draw(st.integers(1, 3))
+    c = draw(st.integers(1, 3))
+    o = draw(st.integers(1, 4))
+    k = draw(st.integers(1, 4))
+    stride = draw(st.integers(1, 3))
+    padding = draw(st.integers(0, 2))
+    low = max(1, k - 2 * padding)
+    h = draw(st.integers(low, low + 6))
+    w = draw(st.integers(low, low + 6))
+    return n, c, h, w, o, k, stride, padding
+
+
+@st.composite
+def pool_cases(draw):
+    """(N, C, H, W, k, stride) with H, W >= k."""
+    n = draw(st.integers(1, 3))
+    c = draw(st.integers(1, 3))
+    k = draw(st.integers(1, 3))
+    stride = draw(st.integers(1, 3))
+    h = draw(st.integers(k, k + 6))
+    w = draw(st.integers(k, k + 6))
+    return n, c, h, w, k, stride

@@ -1,0 +1,115 @@
+"""The Numba kernels and the fast layers against the loop-based NumPy references."""
+
+import numpy as np
+from hypothesis import given, settings
+
+from conftest import conv_cases, pool_cases, seeds
+from minilottery import kernels, reference
+from minilottery.layers import Conv2d, MaxPool2d
+
+FAST = settings(deadline=None, max_examples=25)
+
+
+def _out(size, k, s, p):
+    return kernels.conv_output_size(size, k, s, p)
+
+
+@FAST
+@given(case=conv_cases(), seed=seeds)
+def test_im2col_equals_reference(case, seed):
+    n, c, h, w, _, k, s, p = case
+    x = np.random.default_rng(seed).standard_normal((n, c, h, w)).astype(np.float32)
+    cols = np.full((n, c * k * k, _out(h, k, s, p) * _out(w, k, s, p)), np.nan, dtype=np.float32)
+    kernels.im2col(x, k, s, p, cols)
+    np.testing.assert_array_equal(cols, reference.im2col(x, k, s, p))
+
+
+@FAST
+@given(case=conv_cases(), seed=seeds)
+def test_col2im_equals_reference(case, seed):
+    n, c, h, w, _, k, s, p = case
+    shape = (n, c * k * k, _out(h, k, s, p) * _out(w, k, s, p))
+    cols = np.random.default_rng(seed).standard_normal(shape)
+    dx = np.full((n, c, h, w), np.nan)
+    kernels.col2im(cols, k, s, p, dx)
+    np.testing.assert_allclose(dx, reference.col2im(cols, (n, c, h, w), k, s, p), rtol=1e-12, atol=1e-12)
+
+
+def _conv_layer(case, rng, dtype=np.float32):
+    n, c, h, w, o, k, s, p = case
+    layer = Conv2d(c, o, k, stride=s, padding=p)
+    layer.params["W"][...] = rng.standard_normal(layer.params["W"].shape)
+    layer.params["b"][...] = rng.standard_normal(o)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    return layer, x
+
+
+@FAST
+@given(case=conv_cases(), seed=seeds)
+def test_conv2d_layer_equals_reference(case, seed):
+    rng = np.random.default_rng(seed)
+    layer, x = _conv_layer(case, rng)
+    y = layer.forward(x)
+    W, b = layer.params["W"], layer.params["b"]
+    x64, W64 = x.astype(np.float64), W.astype(np.float64)
+    y_ref = reference.conv2d_forward(x64, W64, b.astype(np.float64), layer.stride, layer.padding)
+    assert y.dtype == np.float32 and y.shape == y_ref.shape
+    np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
+
+    dout = rng.standard_normal(y.shape).astype(np.float32)
+    dx = layer.backward(dout)
+    dx_ref, dW_ref, db_ref = reference.conv2d_backward(dout.astype(np.float64), x64, W64,
+                                                       layer.stride, layer.padding)
+    assert dx.dtype == np.float32
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(layer.grads["W"], dW_ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(layer.grads["b"], db_ref, rtol=1e-4, atol=1e-4)
+
+
+def _pool_input(case, seed, ties):
+    n, c, h, w, _, _ = case
+    rng = np.random.default_rng(seed)
+    if ties:   # few distinct values: many windows hold their maximum twice
+        return rng.integers(0, 3, size=(n, c, h, w)).astype(np.float32)
+    return rng.standard_normal((n, c, h, w)).astype(np.float32)
+
+
+@FAST
+@given(case=pool_cases(), seed=seeds)
+def test_maxpool_equals_reference_including_ties(case, seed):
+    *_, k, s = case
+    for ties in (False, True):
+        x = _pool_input(case, seed, ties)
+        layer = MaxPool2d(k, s)
+        y = layer.forward(x)
+        np.testing.assert_array_equal(y, reference.maxpool2d_forward(x, k, s))
+        dout = np.random.default_rng(seed + 1).standard_normal(y.shape).astype(np.float32)
+        dx = layer.backward(dout)
+        np.testing.assert_allclose(dx, reference.maxpool2d_backward(dout, x, k, s), rtol=1e-6, atol=1e-6)
+
+
+@FAST
+@given(case=pool_cases(), seed=seeds)
+def test_maxpool_kernel_records_argmax_of_each_window(case, seed):
+    n, c, h, w, k, s = case
+    x = _pool_input(case, seed, ties=False)
+    oh, ow = _out(h, k, s, 0), _out(w, k, s, 0)
+    out = np.empty((n, c, oh, ow), np.float32)
+    argmax = np.full((n, c, oh, ow), -1, np.int32)
+    kernels.maxpool_forward(x, k, s, out, argmax)
+    flat = x.reshape(n, c, h * w)
+    picked = np.take_along_axis(flat, argmax.reshape(n, c, -1), axis=2).reshape(out.shape)
+    np.testing.assert_array_equal(picked, out)
+    rows, cols_ = np.divmod(argmax, w)
+    oh_idx = np.arange(oh)[None, None, :, None]
+    ow_idx = np.arange(ow)[None, None, None, :]
+    assert np.all((rows >= oh_idx * s) & (rows < oh_idx * s + k))
+    assert np.all((cols_ >= ow_idx * s) & (cols_ < ow_idx * s + k))
+
+
+def test_relu_backward_kernel():
+    y = np.array([[0.0, 1.0, 2.0], [3.0, 0.0, 0.5]], np.float32)
+    dout = np.array([[5.0, 6.0, 7.0], [8.0, 9.0, 10.0]], np.float32)
+    dx = np.full_like(y, np.nan)
+    kernels.relu_backward(dout, y, dx)
+    np.testing.assert_array_equal(dx, np.where(y > 0, dout, 0))
