@@ -25,21 +25,12 @@ there are no races. With ``NUMBA_DISABLE_JIT=1`` the same code runs as plain
 Python (slowly), which is handy for stepping through it in a debugger.
 
 ``minilottery.reference`` holds slow, loop-based NumPy versions of the same
-operations; the tests check every kernel against them.
+operations; the tests check every kernel against them. How the kernels' threads
+share the cores with OpenBLAS is set once, in ``minilottery.threads``.
 """
 
-import os
-
-# Numba's parallel kernels run on an OpenMP (GNU libgomp) thread pool, NumPy's matrix
-# products on OpenBLAS's own threads. Idle libgomp threads spin-wait for new work by
-# default; on a machine with few cores they then steal the cores OpenBLAS needs, and
-# a GEMM right after a kernel can run 5-10x slower. A short spin fixes it (measured on
-# 2 cores: im2col + GEMM of Conv-2's conv2 layer, up to 600 ms -> 60-70 ms). libgomp
-# reads this when Numba first starts its pool; an explicit user setting wins.
-os.environ.setdefault("GOMP_SPINCOUNT", "1000")
-
-import numpy as np  # noqa: E402
-from numba import njit, prange  # noqa: E402
+import numpy as np
+from numba import njit, prange
 
 
 def conv_output_size(size, kernel_size, stride, padding):

@@ -1,15 +1,10 @@
-"""Shared test setup: import path, a session-wide Numba warm-up, hypothesis strategies."""
+"""Shared test setup: a session-wide Numba warm-up, hypothesis strategies."""
 
-import os
-import sys
 
 import numpy as np
 import pytest
 from hypothesis import strategies as st
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 
 @pytest.fixture(scope="session", autouse=True)
