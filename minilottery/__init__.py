@@ -6,6 +6,4 @@ initial weights and trained alone, matches the full network's test accuracy in
 no more iterations. See README.md for the map of the package.
 """
 
-from . import threads as _threads  # noqa: F401  (picks Numba's threading layer first)
-
 __version__ = "0.1.0"

@@ -32,6 +32,8 @@ share the cores with OpenBLAS is set once, in ``minilottery.threads``.
 import numpy as np
 from numba import njit, prange
 
+from . import threads  # noqa: F401  (chooses Numba's threading layer before any kernel runs)
+
 
 def conv_output_size(size, kernel_size, stride, padding):
     """Output length of a convolution / pooling window sliding over `size` inputs:

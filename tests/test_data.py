@@ -534,9 +534,14 @@ def _cifar_root():
 
 
 def _measure(code):
-    """Run code in a fresh interpreter; it prints one JSON line. Add its peak RSS in MB."""
-    wrapper = ("import json, resource\n" + code +
-               "\nresult['peak_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024"
+    """Run code in a fresh interpreter; it prints one JSON line. Add its peak RSS in MB.
+
+    The peak is VmHWM of /proc/self/status: it belongs to the new process image.
+    (ru_maxrss would not do: Linux carries it over from the forking parent, here pytest.)
+    """
+    wrapper = ("import json, re\n" + code +
+               "\nstatus = open('/proc/self/status').read()"
+               "\nresult['peak_mb'] = int(re.search(r'VmHWM:\\s+(\\d+) kB', status)[1]) / 1024"
                "\nprint(json.dumps(result))")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     out = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True,
@@ -545,7 +550,7 @@ def _measure(code):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in kB on Linux only")
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status (Linux)")
 def test_real_mnist_peak_memory_under_400_mb():
     result = _measure(
         "from minilottery.data import load_mnist\n"
@@ -557,14 +562,14 @@ def test_real_mnist_peak_memory_under_400_mb():
 
 @pytest.mark.skipif(_cifar_root() is None, reason="CIFAR-10 copy not found (set MINILOTTERY_DATA "
                     "to a folder holding cifar10/cifar10-jpeg.npz, or place it in ../shared/data)")
-@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in kB on Linux only")
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status (Linux)")
 def test_real_cifar10_shapes_counts_checksum_and_memory():
     result = _measure(
         "import numpy as np\n"
         "from minilottery.data import load_cifar10\n"
         f"ds = load_cifar10({str(_cifar_root())!r}, download=False)\n"
-        "peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
-        "result = dict(peak_after_load_mb=peak_mb,\n"
+        "peak_after_load = int(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read())[1])\n"
+        "result = dict(peak_after_load_mb=peak_after_load / 1024,\n"
         "    shapes=[list(x.shape) for x in (ds.x_train, ds.x_val, ds.x_test)],\n"
         "    dtypes=[str(x.dtype) for x in (ds.x_train, ds.y_train)],\n"
         "    counts=(np.bincount(ds.y_train, minlength=10) + np.bincount(ds.y_val, minlength=10)).tolist(),\n"
