@@ -30,11 +30,6 @@ uninterrupted one, and independent trainings can run in parallel processes.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
-
 import numpy as np
 
 from . import pruning
@@ -42,10 +37,11 @@ from .config import Config
 from .data import load_cifar10, load_mnist
 from .models import BUILDERS
 from .optim import SGD, Adam
+from .parallel import run_tasks
 from .results import SUMMARY_COLUMNS, summary_csv
 from .rundir import Piece, RunDir, load_arrays, read_json, save_arrays, write_json, write_text
 from .threads import blas_threads
-from .train import train
+from .train import HISTORY_COLUMNS, train
 
 BRANCHES = ("ticket", "reinit", "random")
 
@@ -110,10 +106,7 @@ def check_schedule(config):
 class Reporter:
     """Progress hooks; the command line draws bars and tables from them. All optional."""
 
-    def level_started(self, level, pieces):
-        pass
-
-    def piece_progress(self, piece, iteration, history):
+    def piece_progress(self, piece, iteration, val_acc):
         pass
 
     def piece_done(self, piece, metrics):
@@ -128,8 +121,8 @@ def run_experiment(config, run_dir, *, data=None, data_dir=None, jobs=1, reporte
 
     ``data`` is a loaded Dataset, else it is loaded from ``data_dir`` (see
     ``minilottery.data``). Trainings already finished in ``run_dir`` are not
-    repeated. ``jobs > 1`` trains the independent trainings of a level in
-    that many processes, with the same results as ``jobs = 1``.
+    repeated. ``jobs > 1`` runs independent trainings in that many processes,
+    with the same results as ``jobs = 1``.
     """
     config.validate()
     check_schedule(config)
@@ -142,18 +135,30 @@ def run_experiment(config, run_dir, *, data=None, data_dir=None, jobs=1, reporte
         if not run.theta0(trial).exists():
             model = build_model(config, derive_seed(config.seed, trial, INIT_STREAM))
             save_arrays(run.theta0(trial), model.state_dict()["params"])
+        write_masks(run, config, trial, 0)
+        for level in range(1, config.rounds + 1):  # those a resumed run can already make
+            if masks_computable(run, config, trial, level):
+                write_masks(run, config, trial, level)
 
-    for level in range(config.rounds + 1):
-        for trial in range(config.trials):
-            write_masks(run, config, trial, level)
-        pieces = level_pieces(config, level)
-        reporter.level_started(level, pieces)
-        todo = [piece for piece in pieces if not run.is_done(piece)]
-        for piece, metrics in train_pieces(run, config, todo, data, jobs, reporter):
-            reporter.piece_done(piece, metrics)
-        rows = summary_rows(run, config)
-        write_text(run.summary, summary_csv(rows))
-        reporter.level_done(level, [row for row in rows if row["level"] == level])
+    reported = 0  # levels are reported in order, each once all its trainings are done
+    finished = run_tasks(pieces_to_do(config, run.root), ready=lambda piece: is_ready(run, piece),
+                         work=_train_task, shared=(str(run.root), config, data), jobs=jobs,
+                         priority=_critical_path_first, on_progress=reporter.piece_progress)
+    for piece, metrics in finished:
+        reporter.piece_done(piece, metrics)
+        if piece.branch == "ticket":
+            # The ticket's trained weights give the next level's mask (every level's, one-shot).
+            for level in range(piece.level + 1, config.rounds + 1):
+                if masks_computable(run, config, piece.trial, level):
+                    write_masks(run, config, piece.trial, level)
+        while reported <= config.rounds and all(
+                run.is_done(p) for p in level_pieces(config, reported)):
+            rows = summary_rows(run, config)
+            write_text(run.summary, summary_csv(rows))
+            reporter.level_done(reported, [row for row in rows if row["level"] == reported])
+            reported += 1
+    rows = summary_rows(run, config)
+    write_text(run.summary, summary_csv(rows))
     return rows
 
 
@@ -226,6 +231,19 @@ def write_masks(run, config, trial, level):
                 save_arrays(path, pruning.random_masks_like(mask, rng))
 
 
+def masks_computable(run, config, trial, level):
+    """Whether the ticket training that level ``level``'s mask is pruned from has finished."""
+    source = 0 if config.one_shot else level - 1
+    return level == 0 or run.is_done(Piece(trial, source, "ticket"))
+
+
+def is_ready(run, piece):
+    """Whether a training's inputs (its mask, and the random control's own mask) are on disk."""
+    if piece.branch == "random":
+        return (run.piece(piece) / "mask.npz").exists()
+    return run.mask(piece.trial, piece.level).exists()
+
+
 def prepare_model(run, config, piece):
     """The network a piece starts training from, and its mask.
 
@@ -280,55 +298,19 @@ def train_piece(run, config, piece, data, on_eval=None):
     return metrics
 
 
-def train_pieces(run, config, pieces, data, jobs, reporter):
-    """Yield ``(piece, metrics)`` as each training finishes, in-process or in ``jobs`` processes."""
-    if jobs <= 1 or len(pieces) <= 1:
-        for piece in pieces:
-            def on_eval(iteration, history, piece=piece):
-                reporter.piece_progress(piece, iteration, history)
-            yield piece, train_piece(run, config, piece, data, on_eval)
-        return
-    workers = min(jobs, len(pieces))
-    # Worker processes are spawned on demand, so the thread settings stay on
-    # until the pool is shut down.
-    with _threads_per_process(max(1, (os.cpu_count() or 1) // workers)):
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_start, initargs=(data,))
-        try:
-            futures = {pool.submit(_worker_train, str(run.root), config, piece): piece
-                       for piece in pieces}
-            for future in as_completed(futures):
-                yield futures[future], future.result()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+def _train_task(shared, piece, progress):
+    """One training as a task of ``run_tasks`` (module level, so worker processes can run it)."""
+    run_root, config, data = shared
+
+    def on_eval(iteration, history):
+        progress(piece, iteration, history.rows[-1][HISTORY_COLUMNS.index("val_acc")])
+    return train_piece(RunDir(run_root), config, piece, data, on_eval)
 
 
-@contextmanager
-def _threads_per_process(threads):
-    """Set the BLAS and Numba thread counts that spawned workers start with."""
-    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update({name: str(threads) for name in names})
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-_worker_data = None
-
-
-def _worker_start(data):
-    global _worker_data
-    _worker_data = data
-
-
-def _worker_train(run_root, config, piece):
-    return train_piece(RunDir(run_root), config, piece, _worker_data)
+def _critical_path_first(piece):
+    """Tickets before controls (the next level waits on the ticket), then by level."""
+    return (piece.branch != "ticket", piece.level, piece.trial,
+            BRANCHES.index(piece.branch), piece.replicate)
 
 
 # ----------------------------------------------------------------------------

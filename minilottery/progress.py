@@ -1,4 +1,4 @@
-"""A one-line progress display for experiments: a bar over trainings, one over iterations.
+"""A one-line progress display for experiments: a bar over trainings, one per running training.
 
 Drawn on stderr, and only when stderr is a terminal: in a log file or a CI
 run the display stays quiet and only the per-level table lines (on stdout)
@@ -13,8 +13,10 @@ import time
 from .lottery import Reporter
 from .results import table_header, table_line
 
+LINE_WIDTH = 150
 
-def bar(fraction, width=20):
+
+def bar(fraction, width=12):
     filled = int(round(width * min(max(fraction, 0.0), 1.0)))
     return "[" + "#" * filled + "-" * (width - filled) + "]"
 
@@ -29,52 +31,53 @@ class ConsoleReporter(Reporter):
     """Shows progress while ``run_experiment`` works and prints a table line per level.
 
     ``total_trainings`` trainings of ``iterations`` each remain to be done;
-    the ETA extrapolates the time per iteration measured so far.
+    the ETA extrapolates the iterations per second measured so far.
     """
 
     def __init__(self, total_trainings, iterations, branches, out=sys.stdout, err=sys.stderr,
                  live=None):
         self.total = total_trainings
-        self.branches = branches
         self.iterations = iterations
+        self.branches = branches
         self.out, self.err = out, err
         self.live = err.isatty() if live is None else live
         self.finished = 0
+        self.running = {}  # piece -> (iteration, val_acc) of its latest evaluation
         self.start = time.monotonic()
         self.header_printed = False
 
     def elapsed(self):
         return time.monotonic() - self.start
 
-    def piece_progress(self, piece, iteration, history):
-        if not self.live:
-            return
-        done = self.finished * self.iterations + iteration
-        total = max(self.total * self.iterations, 1)
-        elapsed = time.monotonic() - self.start
-        eta = elapsed * (total - done) / done if done else 0.0
-        val_acc = history.rows[-1][4]  # HISTORY_COLUMNS: ..., "val_acc" at index 4
-        line = (f"trainings {bar(self.finished / max(self.total, 1), 12)} "
-                f"{self.finished}/{self.total}  {piece}: it {bar(iteration / self.iterations, 12)} "
-                f"{iteration}/{self.iterations}  val {100 * val_acc:.1f}%  ETA {duration(eta)}")
-        self.err.write("\r" + line[:150].ljust(150))
-        self.err.flush()
+    def piece_progress(self, piece, iteration, val_acc):
+        self.running[piece] = (iteration, val_acc)
+        self.draw()
 
     def piece_done(self, piece, metrics):
+        self.running.pop(piece, None)
         self.finished += 1
-        if self.live:
-            elapsed = time.monotonic() - self.start
-            eta = elapsed * (self.total - self.finished) / self.finished
-            self.err.write("\r" + f"trainings {bar(self.finished / max(self.total, 1), 12)} "
-                           f"{self.finished}/{self.total}  ETA {duration(eta)}".ljust(150))
-            self.err.flush()
+        self.draw()
+
+    def draw(self):
+        if not self.live:
+            return
+        done = self.finished * self.iterations + sum(it for it, _ in self.running.values())
+        remaining = self.total * self.iterations - done
+        eta = self.elapsed() * remaining / done if done else 0.0
+        parts = [f"trainings {bar(self.finished / max(self.total, 1))} {self.finished}/{self.total}"]
+        for piece, (iteration, val_acc) in sorted(self.running.items(), key=lambda kv: str(kv[0])):
+            parts.append(f"{piece} {bar(iteration / self.iterations, 8)} val {100 * val_acc:.1f}%")
+        parts.append(f"ETA {duration(eta)}")
+        self.err.write("\r" + "  ".join(parts)[:LINE_WIDTH].ljust(LINE_WIDTH))
+        self.err.flush()
 
     def level_done(self, level, rows):
         if self.live:
-            self.err.write("\r" + " " * 150 + "\r")
+            self.err.write("\r" + " " * LINE_WIDTH + "\r")
             self.err.flush()
         if not self.header_printed:
             print(table_header(self.branches), file=self.out)
             self.header_printed = True
         if rows:
             print(table_line(rows, level, self.branches), file=self.out, flush=True)
+        self.draw()

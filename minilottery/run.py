@@ -9,6 +9,7 @@ the default preset ``quick`` finishes in minutes on a laptop (see README).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -57,8 +58,9 @@ def build_parser():
                         help="never download a missing dataset; fail with where to put it")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last finished training")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="train independent trainings in this many processes")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="train independent trainings in this many processes "
+                             "(results do not depend on it)")
     parser.add_argument("--no-plots", action="store_true", help="do not draw the figures")
     group = parser.add_argument_group("experiment settings (default: the preset's value)")
     group.add_argument("--rounds", type=int, help="pruning rounds after the dense level 0")
