@@ -1,9 +1,12 @@
-"""Shared test setup: a session-wide Numba warm-up, hypothesis strategies."""
+"""Shared test setup: a session-wide Numba warm-up, an isolated data search path,
+hypothesis strategies."""
 
 
 import numpy as np
 import pytest
 from hypothesis import strategies as st
+
+from minilottery import data
 
 
 
@@ -25,6 +28,15 @@ def numba_warmup():
         y = np.ones((2, 2), dtype=dtype)
         kernels.relu_backward(y, y, y.copy())
     yield
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """No env var, an empty project data/ folder and an empty cache: only what a test writes exists."""
+    monkeypatch.delenv("MINILOTTERY_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(data, "PROJECT_DATA_DIR", tmp_path / "project")
+    return tmp_path
 
 
 # -- hypothesis strategies shared by the test modules --------------------------------

@@ -34,13 +34,6 @@ CIFAR_BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 
 # ---------------------------------------------------------------- fixtures
 
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    """No env var, an empty project data/ folder and an empty cache: only what a test writes exists."""
-    monkeypatch.delenv("MINILOTTERY_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(data, "PROJECT_DATA_DIR", tmp_path / "project")
-    return tmp_path
 
 
 def md5(raw):

@@ -197,12 +197,6 @@ def test_fetch_needs_a_url(tmp_path):
 
 # ---------------------------------------------------------------- the loaders' download path
 
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.delenv("MINILOTTERY_DATA", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr(data, "PROJECT_DATA_DIR", tmp_path / "project")
-    return tmp_path
 
 
 def serve_fake_mnist(server, monkeypatch, n_train=30, n_test=10):
