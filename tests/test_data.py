@@ -32,9 +32,7 @@ MNIST_STEMS = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 CIFAR_BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 
 
-# ---------------------------------------------------------------- fixtures
-
-
+# ---------------------------------------------------------------- helpers
 
 def md5(raw):
     return hashlib.md5(raw).hexdigest()
