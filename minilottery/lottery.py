@@ -48,6 +48,7 @@ BRANCHES = ("ticket", "reinit", "random")
 # The streams of randomness in an experiment, kept apart by derive_seed.
 INIT_STREAM, REINIT_STREAM, RANDOM_MASK_STREAM, DATA_ORDER_STREAM = range(4)
 
+
 def derive_seed(*keys):
     """An independent 32-bit seed for each tuple of integers (numpy's SeedSequence)."""
     return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
@@ -100,7 +101,7 @@ def check_schedule(config):
 
 
 # ----------------------------------------------------------------------------
-# The experiment, level by level
+# The experiment
 # ----------------------------------------------------------------------------
 
 class Reporter:
