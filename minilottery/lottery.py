@@ -282,7 +282,7 @@ def train_piece(run, config, piece, data, on_eval=None):
                        seed=data_seed, eval_every=config.eval_every,
                        eval_batch_size=config.eval_batch_size,
                        snapshot_at=config.rewind_iteration if saves_rewind else None,
-                       on_eval=on_eval)
+                       on_eval=on_eval, checkpoint=run.piece(piece) / "checkpoint.npz")
 
     out = run.piece(piece)
     if piece.branch == "ticket":
@@ -296,6 +296,7 @@ def train_piece(run, config, piece, data, on_eval=None):
         **result.history.summary(),
     }
     write_json(out / "metrics.json", metrics)  # last: marks the piece done
+    (out / "checkpoint.npz").unlink(missing_ok=True)
     return metrics
 
 

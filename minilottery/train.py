@@ -17,12 +17,17 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from .data import minibatches
+from .layers import Dropout
 from .losses import softmax_cross_entropy
+from .rundir import load_arrays, save_arrays
 
 HISTORY_COLUMNS = (
     "iteration",
@@ -111,8 +116,9 @@ class TrainResult:
     snapshot: dict | None  # params at iteration ``snapshot_at`` (for rewinding), else None
 
 
-def train(model, optimizer, data, *, iterations, batch_size, seed,
-          eval_every=100, eval_batch_size=500, snapshot_at=None, on_eval=None):
+def train(model, optimizer, data, *, iterations, batch_size, seed, eval_every=100,
+          eval_batch_size=500, snapshot_at=None, on_eval=None, checkpoint=None,
+          checkpoint_seconds=60.0):
     """Train ``model`` for exactly ``iterations`` minibatches of ``batch_size``.
 
     ``data`` has ``x_train, y_train, x_val, y_val, x_test, y_test``. The
@@ -123,6 +129,11 @@ def train(model, optimizer, data, *, iterations, batch_size, seed,
     (``k = 0``: before training), the weights a rewound ticket restarts from.
     ``on_eval(iteration, history)`` is called after every evaluation (for
     progress bars).
+
+    ``checkpoint``: a file path. If it exists, training continues from it;
+    after an evaluation, at most every ``checkpoint_seconds``, the whole
+    training state is saved there, so a killed training loses minutes, not
+    hours, and continues to the same numbers bit for bit.
     """
     if iterations <= 0 or batch_size <= 0 or eval_every <= 0:
         raise ValueError(
@@ -133,11 +144,17 @@ def train(model, optimizer, data, *, iterations, batch_size, seed,
 
     history = History()
     snapshot = None
+    done = 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        done, history, snapshot = load_checkpoint(checkpoint, model, optimizer)
+    last_saved = time.monotonic()
     batches = minibatches(len(data.x_train), batch_size, seed)
+    for _ in range(done):  # the batches the checkpointed iterations consumed
+        next(batches)
     loss_sum = 0.0
     correct = 0
     seen = 0
-    for iteration in range(1, iterations + 1):
+    for iteration in range(done + 1, iterations + 1):
         if iteration - 1 == snapshot_at:
             snapshot = {name: p.copy() for name, p in model.named_params().items()}
         index = next(batches)
@@ -158,8 +175,54 @@ def train(model, optimizer, data, *, iterations, batch_size, seed,
                            val_loss=val_loss, val_acc=val_acc,
                            test_loss=test_loss, test_acc=test_acc)
             loss_sum, correct, seen = 0.0, 0, 0
+            if checkpoint is not None and time.monotonic() - last_saved >= checkpoint_seconds:
+                save_checkpoint(checkpoint, model, optimizer, iteration, history, snapshot)
+                last_saved = time.monotonic()
             if on_eval is not None:
                 on_eval(iteration, history)
     if snapshot_at == iterations:
         snapshot = {name: p.copy() for name, p in model.named_params().items()}
     return TrainResult(history=history, snapshot=snapshot)
+
+
+def save_checkpoint(path, model, optimizer, iteration, history, snapshot):
+    """Everything training needs to continue after ``iteration``, in one .npz (atomic).
+
+    Parameters, optimizer moments and step count, the evaluation history, the
+    rewind snapshot if taken, and each Dropout layer's random-generator state.
+    Checkpoints are only taken right after an evaluation, where the running
+    training loss/accuracy restart from zero, so those need no saving.
+    """
+    arrays = {f"param:{name}": p for name, p in model.named_params().items()}
+    arrays.update({f"optimizer:{name}:{key}": a
+                   for name, state in optimizer.state.items() for key, a in state.items()})
+    arrays.update({f"snapshot:{name}": a for name, a in (snapshot or {}).items()})
+    arrays["history"] = np.array(history.rows, dtype=np.float64).reshape(-1, len(HISTORY_COLUMNS))
+    meta = {"iteration": iteration, "optimizer_iteration": optimizer.iteration,
+            "dropout": {layer.name: layer.rng.bit_generator.state
+                        for layer in model.layers if isinstance(layer, Dropout)}}
+    arrays["meta"] = np.array(json.dumps(meta))
+    save_arrays(path, arrays)
+
+
+def load_checkpoint(path, model, optimizer):
+    """Restore a ``save_checkpoint`` file into ``model`` and ``optimizer``.
+
+    Returns ``(iteration, history, snapshot)``.
+    """
+    saved = load_arrays(path)
+    meta = json.loads(str(saved["meta"]))
+    for name, param in model.named_params().items():
+        param[...] = saved[f"param:{name}"]
+    for key, array in saved.items():
+        if key.startswith("optimizer:"):
+            _, name, slot = key.split(":")
+            optimizer.state.setdefault(name, {})[slot] = array.copy()
+    optimizer.iteration = meta["optimizer_iteration"]
+    for layer in model.layers:
+        if isinstance(layer, Dropout):
+            layer.rng.bit_generator.state = meta["dropout"][layer.name]
+    history = History()
+    history.rows = [(int(row[0]), *map(float, row[1:])) for row in saved["history"]]
+    snapshot = {key.split(":", 1)[1]: a for key, a in saved.items() if key.startswith("snapshot:")}
+    return meta["iteration"], history, snapshot or None
