@@ -12,6 +12,9 @@ Layout (``t`` = trial, ``k`` = level, two digits; level 0 is the dense net)::
     RUN/trial{t}/level{k}/reinit{r}/     history.csv, metrics.json
     RUN/trial{t}/level{k}/random{r}/     mask.npz, history.csv, metrics.json
 
+A training in progress also keeps ``checkpoint.npz`` in its directory (see
+``train.save_checkpoint``), deleted once the training is done.
+
 Atomic means: written to a temporary file in the same directory, flushed to
 disk, then renamed over the target with ``os.replace``. A run killed at any
 moment leaves each file either absent or complete. ``metrics.json`` is the
