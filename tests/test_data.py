@@ -1,7 +1,7 @@
-"""Tests of minilottery.data: formats, search order, checksums, errors, split,
+"""Tests of minilottery.data and .dataformats: formats, search order, checksums, errors, split,
 normalisation, minibatches, and the real MNIST / CIFAR-10 files.
 
-Small fake datasets are generated in tmp_path; the module's checksum tables
+Small fake datasets are generated in tmp_path; dataformats' checksum tables
 are substituted with the checksums of the fake files (which also exercises
 the verification code). Downloads are tested in test_download.py.
 """
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from minilottery import data
+from minilottery import dataformats
 from minilottery.data import (ChecksumError, DataError, DataFormatError, DatasetNotFoundError,
                               load_cifar10, load_mnist, minibatches)
 
@@ -66,7 +66,7 @@ def fake_mnist(folder, monkeypatch, n_train=40, n_test=12, gz=True, seed=0, file
             (folder / (stem + ".gz")).write_bytes(gzip.compress(raw))
         else:
             (folder / stem).write_bytes(raw)
-    monkeypatch.setattr(data, "MNIST_MD5", table)
+    monkeypatch.setattr(dataformats, "MNIST_MD5", table)
     return arrays
 
 
@@ -82,7 +82,7 @@ def fake_cifar(n=6, seed=0):
         # The canonical files are Python-2 pickles naming numpy.core.multiarray.
         blob = pickle.dumps(batch, protocol=2).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
         raw[name], xs[name], ys[name] = blob, x, y
-    names = [c.encode() for c in data.CIFAR10_CLASSES]
+    names = [c.encode() for c in dataformats.CIFAR10_CLASSES]
     raw["batches.meta"] = pickle.dumps({b"label_names": names, b"num_vis": 3072}, protocol=2)
     x_train = np.concatenate([xs[f"data_batch_{i}"] for i in range(1, 6)])
     y_train = np.concatenate([ys[f"data_batch_{i}"] for i in range(1, 6)])
@@ -90,7 +90,7 @@ def fake_cifar(n=6, seed=0):
 
 
 def use_batch_md5(monkeypatch, raw):
-    monkeypatch.setattr(data, "CIFAR10_BATCH_MD5", {name: md5(raw[name]) for name in CIFAR_BATCHES})
+    monkeypatch.setattr(dataformats, "CIFAR10_BATCH_MD5", {name: md5(raw[name]) for name in CIFAR_BATCHES})
 
 
 def write_folder(folder, raw):
@@ -106,14 +106,14 @@ def write_tar(path, raw, monkeypatch):
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             info.size = len(blob)
             tar.addfile(info, io.BytesIO(blob))
-    monkeypatch.setattr(data, "CIFAR10_TAR_MD5", md5(path.read_bytes()))
+    monkeypatch.setattr(dataformats, "CIFAR10_TAR_MD5", md5(path.read_bytes()))
 
 
 def write_npz(path, arrays, **override):
     x_train, y_train, x_test, y_test = arrays
     content = dict(x_train=x_train.transpose(0, 2, 3, 1), y_train=y_train.astype(np.uint8),
                    x_test=x_test.transpose(0, 2, 3, 1), y_test=y_test.astype(np.uint8),
-                   classes=np.array(data.CIFAR10_CLASSES))
+                   classes=np.array(dataformats.CIFAR10_CLASSES))
     content.update(override)
     content = {k: v for k, v in content.items() if v is not None}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -208,14 +208,14 @@ def test_cifar_all_formats_give_the_same_data(isolated, monkeypatch):
     write_tar(isolated / "c" / "cifar10" / "cifar-10-python.tar.gz", raw, monkeypatch)
     write_npz(isolated / "d" / "cifar10" / "fake.npz", arrays)
     (isolated / "d" / "cifar10" / "fake.npz").rename(isolated / "d" / "cifar10" / "cifar10-jpeg.npz")
-    monkeypatch.setattr(data, "CIFAR10_NPZ_SHA256",
-                        hashlib.sha256((isolated / "d" / "cifar10" / "cifar10-jpeg.npz").read_bytes()).hexdigest())
+    npz_bytes = (isolated / "d" / "cifar10" / "cifar10-jpeg.npz").read_bytes()
+    monkeypatch.setattr(dataformats, "CIFAR10_NPZ_SHA256", hashlib.sha256(npz_bytes).hexdigest())
     loaded = {}
     for root in "abcd":
         ds = load_cifar10(isolated / root, val_size=6, normalize=False, download=False)
         assert ds.x_train.shape == (24, 3, 32, 32) and ds.x_val.shape == (6, 3, 32, 32)
         assert ds.x_test.shape == (6, 3, 32, 32) and ds.x_train.dtype == np.float32
-        assert ds.y_train.dtype == np.int64 and ds.classes == data.CIFAR10_CLASSES
+        assert ds.y_train.dtype == np.int64 and ds.classes == dataformats.CIFAR10_CLASSES
         loaded[root] = ds
     assert loaded["a"].source.endswith("cifar-10-batches-py")
     assert loaded["c"].source.endswith(".tar.gz") and loaded["d"].source.endswith(".npz")
@@ -260,7 +260,7 @@ def test_cifar_classes_default_without_meta(isolated, monkeypatch):
     del raw["batches.meta"]
     use_batch_md5(monkeypatch, raw)
     write_folder(isolated / "cifar10", raw)
-    assert load_cifar10(isolated, val_size=6, download=False).classes == data.CIFAR10_CLASSES
+    assert load_cifar10(isolated, val_size=6, download=False).classes == dataformats.CIFAR10_CLASSES
 
 
 # ---------------------------------------------------------------- where data is looked for
@@ -272,11 +272,11 @@ def test_search_order_data_dir_env_project_cache(isolated, monkeypatch):
     tables = {}
     for key, root in places.items():
         fake_mnist(root / "mnist", monkeypatch, n_train=sizes[key])
-        tables[key] = dict(data.MNIST_MD5)
+        tables[key] = dict(dataformats.MNIST_MD5)
     monkeypatch.setenv("MINILOTTERY_DATA", str(places["env"]))
     order = ["arg", "env", "project", "cache"]
     for i, key in enumerate(order):
-        monkeypatch.setattr(data, "MNIST_MD5", tables[key])
+        monkeypatch.setattr(dataformats, "MNIST_MD5", tables[key])
         data_dir = places["arg"] if i == 0 else None
         ds = load_mnist(data_dir, val_size=5, download=False)
         assert len(ds.x_train) + len(ds.x_val) == sizes[key]
@@ -329,7 +329,7 @@ def test_corrupted_mnist_names_file_and_both_checksums(isolated, monkeypatch):
     with pytest.raises(ChecksumError) as info:
         load_mnist(isolated, download=False)
     message = str(info.value)
-    assert str(path) in message and data.MNIST_MD5["train-labels-idx1-ubyte"] in message
+    assert str(path) in message and dataformats.MNIST_MD5["train-labels-idx1-ubyte"] in message
     assert md5(bytes(blob)) in message
     assert info.value.actual == md5(bytes(blob)) and isinstance(info.value, ValueError)
 
@@ -406,14 +406,14 @@ def test_corrupted_batch_and_tar_are_checksum_errors(isolated, monkeypatch):
     write_folder(isolated / "f" / "cifar10", raw)
     with pytest.raises(ChecksumError, match="data_batch_2") as info:
         load_cifar10(isolated / "f", download=False)
-    assert data.CIFAR10_BATCH_MD5["data_batch_2"] in str(info.value)
+    assert dataformats.CIFAR10_BATCH_MD5["data_batch_2"] in str(info.value)
 
     tar = isolated / "t" / "cifar10" / "cifar-10-python.tar.gz"
     write_tar(tar, good, monkeypatch)
     tar.write_bytes(tar.read_bytes()[:-50])
     with pytest.raises(ChecksumError) as info:
         load_cifar10(isolated / "t", download=False)
-    assert str(tar) in str(info.value) and data.CIFAR10_TAR_MD5 in str(info.value)
+    assert str(tar) in str(info.value) and dataformats.CIFAR10_TAR_MD5 in str(info.value)
 
 
 def test_tar_without_batches_says_so(isolated, monkeypatch):
@@ -431,7 +431,7 @@ def test_npz_with_unknown_content_fails_its_checksum(isolated):
     with pytest.raises(ChecksumError) as info:
         load_cifar10(isolated, download=False)
     message = str(info.value)
-    assert str(path) in message and data.CIFAR10_NPZ_SHA256 in message
+    assert str(path) in message and dataformats.CIFAR10_NPZ_SHA256 in message
     assert hashlib.sha256(path.read_bytes()).hexdigest() in message
 
 
@@ -446,7 +446,7 @@ def test_malformed_npz_says_what_is_wrong(isolated, monkeypatch, override, patte
     _, arrays = fake_cifar()
     path = isolated / "cifar10" / "cifar10-jpeg.npz"
     write_npz(path, arrays, **override)
-    monkeypatch.setattr(data, "CIFAR10_NPZ_SHA256", hashlib.sha256(path.read_bytes()).hexdigest())
+    monkeypatch.setattr(dataformats, "CIFAR10_NPZ_SHA256", hashlib.sha256(path.read_bytes()).hexdigest())
     with pytest.raises(DataFormatError, match=pattern) as info:
         load_cifar10(isolated, download=False)
     assert str(path) in str(info.value)
@@ -456,7 +456,7 @@ def test_npz_that_is_not_a_zip_says_so(isolated, monkeypatch):
     path = isolated / "cifar10" / "cifar10-jpeg.npz"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"this is not a zip archive")
-    monkeypatch.setattr(data, "CIFAR10_NPZ_SHA256", hashlib.sha256(path.read_bytes()).hexdigest())
+    monkeypatch.setattr(dataformats, "CIFAR10_NPZ_SHA256", hashlib.sha256(path.read_bytes()).hexdigest())
     with pytest.raises(DataFormatError, match="not a readable .npz"):
         load_cifar10(isolated, download=False)
 
@@ -570,7 +570,7 @@ def test_real_cifar10_shapes_counts_checksum_and_memory():
     assert result["shapes"] == [[45000, 3, 32, 32], [5000, 3, 32, 32], [10000, 3, 32, 32]]
     assert result["dtypes"] == ["float32", "int64"]
     assert result["counts"] == [5000] * 10 and result["test_counts"] == [1000] * 10
-    assert result["classes"] == list(data.CIFAR10_CLASSES)
+    assert result["classes"] == list(dataformats.CIFAR10_CLASSES)
     np.testing.assert_allclose(result["mean"], 0, atol=1e-4)
     np.testing.assert_allclose(result["std"], 1, atol=0.02)  # on every 9th image
     assert result["peak_after_load_mb"] < 1500, result
@@ -604,7 +604,7 @@ def test_python2_style_batch_pickle_is_read(isolated, monkeypatch):
     x = rng.integers(0, 256, (3, 3072), dtype=np.uint8)
     labels = [7, 0, 9]
     blob = py2_batch_pickle(x, labels)
-    images, y = data._parse_batch(blob, "py2-batch")
+    images, y = dataformats._parse_batch(blob, "py2-batch")
     np.testing.assert_array_equal(images, x.reshape(3, 3, 32, 32))
     np.testing.assert_array_equal(y, labels)
     assert y.dtype == np.int64

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from minilottery import data, download
+from minilottery import data, dataformats, download
 from minilottery.data import ChecksumError, DatasetNotFoundError, load_cifar10, load_mnist
 from minilottery.download import DownloadError, fetch
 
@@ -214,7 +214,7 @@ def serve_fake_mnist(server, monkeypatch, n_train=30, n_test=10):
         table[stem] = hashlib.md5(raw).hexdigest()
         server.serve(f"/good/{stem}.gz", gzip.compress(raw))
         server.serve(f"/bad/{stem}.gz", gzip.compress(raw[:-1] + bytes([raw[-1] ^ 1])))
-    monkeypatch.setattr(data, "MNIST_MD5", table)
+    monkeypatch.setattr(dataformats, "MNIST_MD5", table)
     return arrays
 
 
@@ -266,8 +266,8 @@ def test_load_cifar10_downloads_the_tar(server, isolated, monkeypatch):
             tar.addfile(info, io.BytesIO(blob))
             test_x = x
     archive = buffer.getvalue()
-    monkeypatch.setattr(data, "CIFAR10_BATCH_MD5", md5s)
-    monkeypatch.setattr(data, "CIFAR10_TAR_MD5", hashlib.md5(archive).hexdigest())
+    monkeypatch.setattr(dataformats, "CIFAR10_BATCH_MD5", md5s)
+    monkeypatch.setattr(dataformats, "CIFAR10_TAR_MD5", hashlib.md5(archive).hexdigest())
     monkeypatch.setattr(data, "CIFAR10_URLS", (server.serve("/cifar.tar.gz", archive),))
     ds = load_cifar10(isolated / "root", val_size=4, normalize=False)
     assert listing(isolated / "root" / "cifar10") == ["cifar-10-python.tar.gz"]
