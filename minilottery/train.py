@@ -144,7 +144,7 @@ def train(model, optimizer, data, *, iterations, batch_size, seed,
         xb, yb = data.x_train[index], data.y_train[index]
         logits = model.forward(xb, training=True)
         loss, dlogits = softmax_cross_entropy(logits, yb)
-        model.backward(dlogits)
+        model.backward(dlogits, input_grad=False)   # nobody needs dL/dimages
         optimizer.step()
 
         loss_sum += loss * len(index)
