@@ -182,6 +182,15 @@ def measure_net(net, reps):
         result["ours_2"] = median_step(step, reps)
     with blas_threads(1):
         result["ours_1"] = median_step(step, reps)
+    rng = np.random.default_rng(1)
+    xs = rng.standard_normal(input_shape(net, 10_000), dtype=np.float32)
+    ys = rng.integers(0, 10, 10_000)
+    eval_model = models.BUILDERS[net](seed=0)
+    with blas_threads(1):
+        result["eval_s"] = _time(lambda: evaluate(eval_model, xs, ys, EVAL_BATCH[net]))
+    del xs
+    result["peak_rss_mb"] = peak_rss_mb()
+    # PyTorch last: its import alone would add hundreds of MB to the peak RSS above
     try:
         import torch  # noqa: F401
         have_torch = True
@@ -192,14 +201,6 @@ def measure_net(net, reps):
         # ours again, so that a burst of load on the machine shows as a spread
         with blas_threads(2):
             result["ours_2_again"] = median_step(step, reps)
-    rng = np.random.default_rng(1)
-    xs = rng.standard_normal(input_shape(net, 10_000), dtype=np.float32)
-    ys = rng.integers(0, 10, 10_000)
-    eval_model = models.BUILDERS[net](seed=0)
-    with blas_threads(1):
-        result["eval_s"] = _time(lambda: evaluate(eval_model, xs, ys, EVAL_BATCH[net]))
-    del xs
-    result["peak_rss_mb"] = peak_rss_mb()
     return result
 
 
