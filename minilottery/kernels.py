@@ -9,15 +9,24 @@ checks a float64 copy of a layer.
 Layouts (NCHW images, as everywhere in minilottery):
 
     x     (N, C, H, W)              a batch of images
-    cols  (N, C*k*k, OH*OW)         im2col: row c*k*k + i*k + j of example n holds
-                                    x[n, c, oh*s - p + i, ow*s - p + j] for every
-                                    output position oh*OW + ow (0 where it falls
-                                    into the zero padding)
+    cols  (C*k*k, N*OH*OW)          im2col: row c*k*k + i*k + j holds
+                                    x[n, c, oh*s - p + i, ow*s - p + j] in column
+                                    n*OH*OW + oh*OW + ow (0 where it falls into
+                                    the zero padding)
 
-With this layout a convolution is one batched matrix product that lands
-directly in NCHW order, no transpose needed:
+With this layout a convolution of the whole batch is ONE large matrix product,
+which BLAS runs near its peak and splits well over threads:
 
-    out[n] = W.reshape(O, C*k*k) @ cols[n]          -> (N, O, OH*OW) == (N, O, OH, OW)
+    out_cn = W.reshape(O, C*k*k) @ cols             -> (O, N*OH*OW), i.e. (O, N, OH, OW)
+
+and the weight gradient is one product too, dW = dout_cn @ cols^T, its sum over
+the batch done inside BLAS. (Conv2d moves out_cn to NCHW while adding the bias,
+one pass it needs anyway.)
+
+Inner loops run over slices indexed from 0 (``for q in range(view.size)``) and
+have no branch inside: Numba then knows no index is negative and the compiler
+turns them into SIMD instructions. Stride 1 gets its own plain-copy loop for the
+same reason (with a runtime stride the compiler cannot vectorize).
 
 Parallelism: the outer loop of each kernel runs over the N*C (example,
 channel) planes with ``prange``; every iteration writes only its own plane, so
@@ -41,70 +50,91 @@ def conv_output_size(size, kernel_size, stride, padding):
     return (size + 2 * padding - kernel_size) // stride + 1
 
 
+@njit(cache=True)
+def _valid_range(out_size, size, stride, offset):
+    """The output positions o in [lo, hi) whose input position o*stride + offset
+    lies inside [0, size); the others fall into the zero padding."""
+    lo = max(0, (-offset + stride - 1) // stride)
+    hi = min(out_size, (size - 1 - offset) // stride + 1)
+    return lo, max(lo, hi)
+
+
 @njit(cache=True, parallel=True)
 def im2col(x, kernel_size, stride, padding, cols):
-    """Unfold image patches into columns: cols[n, c*k*k + i*k + j, oh*OW + ow] =
+    """Unfold image patches into columns: cols[c*k*k + i*k + j, n*OH*OW + oh*OW + ow] =
     x[n, c, oh*stride - padding + i, ow*stride - padding + j] (0 outside the image).
 
-    x: (N, C, H, W); cols: (N, C*k*k, OH*OW), fully overwritten.
+    x: (N, C, H, W); cols: (C*k*k, N*OH*OW), fully overwritten.
     """
     n_img, n_ch, height, width = x.shape
     k = kernel_size
+    out_h = (height + 2 * padding - k) // stride + 1
     out_w = (width + 2 * padding - k) // stride + 1
-    n_out = cols.shape[2]
-    out_h = n_out // out_w
+    n_out = out_h * out_w
     for plane in prange(n_img * n_ch):
         n = plane // n_ch
         c = plane % n_ch
         for i in range(k):
+            h_lo, h_hi = _valid_range(out_h, height, stride, i - padding)
             for j in range(k):
-                row = c * k * k + i * k + j
-                for oh in range(out_h):
-                    h = oh * stride - padding + i
-                    base = oh * out_w
-                    if h < 0 or h >= height:
-                        for ow in range(out_w):
-                            cols[n, row, base + ow] = 0.0
+                w_lo, w_hi = _valid_range(out_w, width, stride, j - padding)
+                dst = cols[c * k * k + i * k + j, n * n_out:(n + 1) * n_out]
+                for q in range(h_lo * out_w):                 # rows in the top padding
+                    dst[q] = 0.0
+                for q in range(h_hi * out_w, n_out):          # rows in the bottom padding
+                    dst[q] = 0.0
+                for oh in range(h_lo, h_hi):
+                    row = dst[oh * out_w:(oh + 1) * out_w]
+                    start = w_lo * stride - padding + j
+                    src = x[n, c, oh * stride - padding + i, start:]
+                    for q in range(w_lo):                     # left padding
+                        row[q] = 0.0
+                    inside = row[w_lo:w_hi]
+                    if stride == 1:                           # a plain copy: SIMD
+                        for q in range(inside.size):
+                            inside[q] = src[q]
                     else:
-                        for ow in range(out_w):
-                            w = ow * stride - padding + j
-                            if w < 0 or w >= width:
-                                cols[n, row, base + ow] = 0.0
-                            else:
-                                cols[n, row, base + ow] = x[n, c, h, w]
+                        for q in range(inside.size):
+                            inside[q] = src[q * stride]
+                    for q in range(w_hi, out_w):              # right padding
+                        row[q] = 0.0
 
 
 @njit(cache=True, parallel=True)
 def col2im(cols, kernel_size, stride, padding, dx):
     """The adjoint of im2col: add every column entry back onto the pixel it was
-    copied from. dx[n, c, h, w] = sum of cols[n, c*k*k + i*k + j, oh*OW + ow] over
+    copied from. dx[n, c, h, w] = sum of cols[c*k*k + i*k + j, n*OH*OW + oh*OW + ow] over
     all (i, j, oh, ow) with oh*stride - padding + i == h and ow*stride - padding + j == w.
 
-    cols: (N, C*k*k, OH*OW); dx: (N, C, H, W), fully overwritten.
+    cols: (C*k*k, N*OH*OW); dx: (N, C, H, W), fully overwritten.
     """
     n_img, n_ch, height, width = dx.shape
     k = kernel_size
+    out_h = (height + 2 * padding - k) // stride + 1
     out_w = (width + 2 * padding - k) // stride + 1
-    n_out = cols.shape[2]
-    out_h = n_out // out_w
+    n_out = out_h * out_w
     for plane in prange(n_img * n_ch):
         n = plane // n_ch
         c = plane % n_ch
+        plane_dx = dx[n, c]
         for h in range(height):
             for w in range(width):
-                dx[n, c, h, w] = 0.0
+                plane_dx[h, w] = 0.0
         for i in range(k):
+            h_lo, h_hi = _valid_range(out_h, height, stride, i - padding)
             for j in range(k):
-                row = c * k * k + i * k + j
-                for oh in range(out_h):
-                    h = oh * stride - padding + i
-                    if h < 0 or h >= height:
-                        continue
-                    base = oh * out_w
-                    for ow in range(out_w):
-                        w = ow * stride - padding + j
-                        if w >= 0 and w < width:
-                            dx[n, c, h, w] += cols[n, row, base + ow]
+                w_lo, w_hi = _valid_range(out_w, width, stride, j - padding)
+                src = cols[c * k * k + i * k + j, n * n_out:(n + 1) * n_out]
+                for oh in range(h_lo, h_hi):
+                    start = w_lo * stride - padding + j
+                    dst = dx[n, c, oh * stride - padding + i, start:]
+                    inside = src[oh * out_w + w_lo:oh * out_w + w_hi]
+                    if stride == 1:                           # a plain add: SIMD
+                        for q in range(inside.size):
+                            dst[q] += inside[q]
+                    else:
+                        for q in range(inside.size):
+                            dst[q * stride] += inside[q]
 
 
 @njit(cache=True, parallel=True)

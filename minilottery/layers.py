@@ -10,6 +10,10 @@ Every layer has
     forward(x, training=True) -> y
     backward(dout) -> dx        where dout = dL/dy and dx = dL/dx
 
+Layers with parameters (Dense, Conv2d) also take ``backward(dout, input_grad=False)``:
+it fills ``grads`` but skips computing dx (one matrix product of three) and
+returns None. Sequential uses it for its first layer, whose dx nobody needs.
+
 Masks and the zero invariant. A pruned weight is stored as exactly 0:
 ``Sequential.set_masks`` zeroes it and the optimizers keep it at 0. So the
 forward pass uses W as stored, without multiplying by the mask. The backward
@@ -119,14 +123,14 @@ class Dense(Layer):
         self._saved = x if training else None
         return y
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad=True):
         x = self._take_saved()
         W = self.params["W"]
         dout = self._check_dout(dout, (x.shape[0], self.out_features)).astype(W.dtype, copy=False)
         np.matmul(x.T, dout, out=self.grads["W"])
         self.grads["W"] *= self.masks["W"]
         np.sum(dout, axis=0, out=self.grads["b"])
-        return dout @ W.T
+        return dout @ W.T if input_grad else None
 
 
 class Conv2d(Layer):
@@ -136,20 +140,23 @@ class Conv2d(Layer):
     with zeros outside the image. W (out, in, k, k), b (out,).
 
     How: im2col unfolds every k x k patch of x into a column of
-    cols (N, C*k*k, OH*OW); then the whole convolution is one batched GEMM,
+    cols (C*k*k, N*OH*OW); then the whole convolution is one GEMM,
 
-        out[n] = Wm @ cols[n]   with Wm = W.reshape(O, C*k*k),
+        out_cn = Wm @ cols      with Wm = W.reshape(O, C*k*k),  out_cn (O, N*OH*OW)
 
-    whose result (N, O, OH*OW) already is NCHW. Backward:
+    and one pass moves out_cn into NCHW order while adding the bias. Backward, with
+    dout_cn = dout moved to the same (O, N*OH*OW) order:
 
-        dW    = sum_n dout[n] @ cols[n]^T      (times the mask)
-        db[o] = sum_{n,oh,ow} dout[n, o, oh, ow]
-        dcols = Wm^T @ dout[n],  dx = col2im(dcols)   (overlapping patches add up)
+        dW    = dout_cn @ cols^T             (times the mask; the sum over n is in the GEMM)
+        db[o] = sum of row o of dout_cn
+        dcols = Wm^T @ dout_cn,  dx = col2im(dcols)   (overlapping patches add up)
 
-    The cols buffer is reused across calls, and backward writes dcols into it (cols
-    is no longer needed by then), so one buffer per layer serves both passes.
-    In inference (training=False) big batches are processed in chunks of at most
-    ``inference_chunk`` images so the buffer does not grow with the batch.
+    One large GEMM per product (rather than one per example) is what BLAS runs
+    fastest and splits best over threads. The cols buffer is reused across calls,
+    and backward writes dcols into it (cols is no longer needed by then), so one
+    buffer per layer serves both passes. In inference (training=False) big batches
+    are processed in chunks of at most ``inference_chunk`` images so the buffers do
+    not grow with the batch.
     """
 
     inference_chunk = 64
@@ -181,7 +188,7 @@ class Conv2d(Layer):
                 or x.shape[2] + 2 * p < k or x.shape[3] + 2 * p < k):
             raise self._bad_shape(
                 "input", f"(N, {self.in_channels}, H, W) with H, W >= {k - 2 * p}", x.shape)
-        return x.astype(self.params["W"].dtype, copy=False)
+        return np.ascontiguousarray(x, dtype=self.params["W"].dtype)
 
     def forward(self, x, training=True):
         x = self._check_input(x)
@@ -193,27 +200,31 @@ class Conv2d(Layer):
         chunk = n if training else min(n, self.inference_chunk)
         for start in range(0, n, chunk):       # one pass when training
             stop = min(n, start + chunk)
-            cols = self._buffer("cols", (stop - start, ckk, oh * ow), W.dtype)
+            cols = self._buffer("cols", (ckk, (stop - start) * oh * ow), W.dtype)
             kernels.im2col(x[start:stop], self.kernel_size, self.stride, self.padding, cols)
-            np.matmul(Wm, cols, out=out[start:stop])
-        out += b[:, None]
+            out_cn = self._buffer("cn", (o, (stop - start) * oh * ow), W.dtype)
+            np.matmul(Wm, cols, out=out_cn)
+            # (O, n, OH*OW) -> (n, O, OH*OW), adding b[o] on the way
+            np.add(out_cn.reshape(o, stop - start, oh * ow).transpose(1, 0, 2), b[:, None],
+                   out=out[start:stop])
         self._saved = (x.shape, cols) if training else None
         return out.reshape(n, o, oh, ow)
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad=True):
         x_shape, cols = self._take_saved()
         self._saved = None                     # cols gets overwritten below
         W = self.params["W"]
         n, o, oh, ow = self.output_shape(x_shape)
-        ckk = cols.shape[1]
-        dout = self._check_dout(dout, (n, o, oh, ow)).astype(W.dtype, copy=False)
-        dout = np.ascontiguousarray(dout).reshape(n, o, oh * ow)
-        per_example = self._buffer("dW_per_example", (n, o, ckk), W.dtype)
-        np.matmul(dout, cols.transpose(0, 2, 1), out=per_example)
-        np.sum(per_example, axis=0, out=self.grads["W"].reshape(o, ckk))
+        ckk = cols.shape[0]
+        dout = self._check_dout(dout, (n, o, oh, ow))
+        dout_cn = self._buffer("cn", (o, n * oh * ow), W.dtype)
+        dout_cn.reshape(o, n, oh * ow)[...] = dout.reshape(n, o, oh * ow).transpose(1, 0, 2)
+        np.matmul(dout_cn, cols.T, out=self.grads["W"].reshape(o, ckk))
         self.grads["W"] *= self.masks["W"]
-        np.sum(dout, axis=(0, 2), out=self.grads["b"])
-        dcols = np.matmul(W.reshape(o, ckk).T, dout, out=cols)
+        np.sum(dout_cn, axis=1, out=self.grads["b"])
+        if not input_grad:
+            return None
+        dcols = np.matmul(W.reshape(o, ckk).T, dout_cn, out=cols)
         dx = np.empty(x_shape, dtype=W.dtype)
         kernels.col2im(dcols, self.kernel_size, self.stride, self.padding, dx)
         return dx

@@ -38,10 +38,20 @@ class Sequential:
 
     __call__ = forward
 
-    def backward(self, dout):
-        """Backpropagate dL/doutput through every layer; fills each layer's grads; returns dL/dx."""
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout)
+    def backward(self, dout, input_grad=True):
+        """Backpropagate dL/doutput through every layer; fills each layer's grads; returns dL/dx.
+
+        With ``input_grad=False`` (what training uses) the backward pass stops at the
+        first layer with parameters: it fills that layer's grads without computing its
+        dx, the layers before it (e.g. LeNet's Flatten) are skipped, and None is returned.
+        """
+        first = next((i for i, layer in enumerate(self.layers) if layer.params), 0)
+        for index in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[index]
+            if input_grad or index > first:
+                dout = layer.backward(dout)
+            else:
+                return layer.backward(dout, input_grad=False) if layer.params else None
         return dout
 
     def __getitem__(self, name):

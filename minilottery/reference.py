@@ -58,7 +58,8 @@ def conv2d_backward(dout, x, W, stride=1, padding=0):
 
 
 def im2col(x, kernel_size, stride=1, padding=0):
-    """cols[n, c*k*k + i*k + j, oh*OW + ow] = xp[n, c, oh*s + i, ow*s + j] (see kernels.im2col)."""
+    """cols[c*k*k + i*k + j, n*OH*OW + oh*OW + ow] = xp[n, c, oh*s + i, ow*s + j]
+    (see kernels.im2col)."""
     n, c, h, w = x.shape
     k = kernel_size
     oh_n, ow_n = _out_size(h, k, stride, padding), _out_size(w, k, stride, padding)
@@ -67,7 +68,8 @@ def im2col(x, kernel_size, stride=1, padding=0):
     for i in range(k):
         for j in range(k):
             cols[:, :, i, j] = xp[:, :, i:i + stride * oh_n:stride, j:j + stride * ow_n:stride]
-    return cols.reshape(n, c * k * k, oh_n * ow_n)
+    # (n, c, k, k, OH, OW) -> (c, k, k, n, OH, OW)
+    return cols.transpose(1, 2, 3, 0, 4, 5).reshape(c * k * k, n * oh_n * ow_n)
 
 
 def col2im(cols, x_shape, kernel_size, stride=1, padding=0):
@@ -75,7 +77,7 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0):
     n, c, h, w = x_shape
     k = kernel_size
     oh_n, ow_n = _out_size(h, k, stride, padding), _out_size(w, k, stride, padding)
-    cols = cols.reshape(n, c, k, k, oh_n, ow_n)
+    cols = cols.reshape(c, k, k, n, oh_n, ow_n).transpose(3, 0, 1, 2, 4, 5)
     dxp = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
     for i in range(k):
         for j in range(k):

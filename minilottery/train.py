@@ -161,7 +161,7 @@ def train(model, optimizer, data, *, iterations, batch_size, seed, eval_every=10
         xb, yb = data.x_train[index], data.y_train[index]
         logits = model.forward(xb, training=True)
         loss, dlogits = softmax_cross_entropy(logits, yb)
-        model.backward(dlogits)
+        model.backward(dlogits, input_grad=False)   # nobody needs dL/dimages
         optimizer.step()
 
         loss_sum += loss * len(index)

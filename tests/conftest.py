@@ -18,7 +18,7 @@ def numba_warmup():
 
     for dtype in (np.float32, np.float64):
         x = np.ones((1, 1, 3, 3), dtype=dtype)
-        cols = np.empty((1, 4, 4), dtype=dtype)
+        cols = np.empty((4, 4), dtype=dtype)
         kernels.im2col(x, 2, 1, 0, cols)
         kernels.col2im(cols, 2, 1, 0, x)
         out = np.empty((1, 1, 1, 1), dtype=dtype)

@@ -19,7 +19,7 @@ def _out(size, k, s, p):
 def test_im2col_equals_reference(case, seed):
     n, c, h, w, _, k, s, p = case
     x = np.random.default_rng(seed).standard_normal((n, c, h, w)).astype(np.float32)
-    cols = np.full((n, c * k * k, _out(h, k, s, p) * _out(w, k, s, p)), np.nan, dtype=np.float32)
+    cols = np.full((c * k * k, n * _out(h, k, s, p) * _out(w, k, s, p)), np.nan, dtype=np.float32)
     kernels.im2col(x, k, s, p, cols)
     np.testing.assert_array_equal(cols, reference.im2col(x, k, s, p))
 
@@ -28,7 +28,7 @@ def test_im2col_equals_reference(case, seed):
 @given(case=conv_cases(), seed=seeds)
 def test_col2im_equals_reference(case, seed):
     n, c, h, w, _, k, s, p = case
-    shape = (n, c * k * k, _out(h, k, s, p) * _out(w, k, s, p))
+    shape = (c * k * k, n * _out(h, k, s, p) * _out(w, k, s, p))
     cols = np.random.default_rng(seed).standard_normal(shape)
     dx = np.full((n, c, h, w), np.nan)
     kernels.col2im(cols, k, s, p, dx)

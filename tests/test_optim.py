@@ -358,3 +358,37 @@ def test_float64_param_raises():
     model.layers[0].params["b"] = model.layers[0].params["b"].astype(np.float64)
     with pytest.raises(ValueError, match="layer0.b"):
         SGD(model, 0.1)
+
+
+@pytest.mark.parametrize("masked", [True, False], ids=["mask", "no-mask"])
+def test_parallel_chunks_match_the_serial_update(masked):
+    """Tensors larger than one chunk are updated by several threads, chunk by chunk:
+    the result must be the serial update's, bit for bit (elementwise math)."""
+    from minilottery.optim import CHUNK, adam_update, sgd_update
+    rng = np.random.default_rng(3)
+    n = 3 * CHUNK + 17
+    w = rng.standard_normal(n).astype(np.float32)
+    g = rng.standard_normal(n).astype(np.float32)
+    mask = (rng.random(n) < 0.5).astype(np.float32) if masked else None
+    f = np.float32
+    state = [rng.random(n).astype(np.float32) for _ in range(2)]
+    adam_args = (f(0.01), f(0.9), f(0.999), f(1e-8), f(1e-4), f(0.1), f(0.001))
+    fast = [w.copy(), *(s.copy() for s in state)]
+    slow = [w.copy(), *(s.copy() for s in state)]
+    adam_kernel(fast[0], g, fast[1], fast[2], mask, *adam_args)
+    adam_update(slow[0], g, slow[1], slow[2], mask, *adam_args)
+    for a, b in zip(fast, slow):
+        np.testing.assert_array_equal(a, b)
+    # the bias corrections 0.1, 0.001 above are those of t = 1 with betas 0.9, 0.999
+    ref = adam_reference(w, g, state[0], state[1], mask, 1, 0.01, 0.9, 0.999, 1e-8, 1e-4)
+    for a, b in zip(fast, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    fast_w, fast_v = w.copy(), state[0].copy()
+    slow_w, slow_v = w.copy(), state[0].copy()
+    sgd_kernel(fast_w, g, fast_v, mask, f(0.1), f(0.9), f(1e-4))
+    sgd_update(slow_w, g, slow_v, mask, f(0.1), f(0.9), f(1e-4))
+    np.testing.assert_array_equal(fast_w, slow_w)
+    np.testing.assert_array_equal(fast_v, slow_v)
+    ref_w, ref_v = sgd_reference(w, g, state[0], mask, 0.1, 0.9, 1e-4)
+    np.testing.assert_allclose(fast_w, ref_w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fast_v, ref_v, rtol=1e-5, atol=1e-6)
