@@ -88,6 +88,7 @@ def adam_kernel(w, g, m, v, mask, lr, beta1, beta2, eps, weight_decay,
     w -= lr * (m / bias_correction1) / (sqrt(v / bias_correction2) + eps),
     with bias_correction_k = 1 - b_k^t computed by the caller (float32)."""
     one = np.float32(1.0)
+    ### BEGIN SOLUTION 3.2
     for i in range(w.size):
         if mask is not None and mask[i] == 0:
             w[i] = 0.0
@@ -102,6 +103,7 @@ def adam_kernel(w, g, m, v, mask, lr, beta1, beta2, eps, weight_decay,
         m_hat = mi / bias_correction1
         v_hat = vi / bias_correction2
         w[i] -= lr * m_hat / (np.sqrt(v_hat) + eps)
+    ### END SOLUTION
 
 
 # --------------------------------------------------------------------------
