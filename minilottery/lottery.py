@@ -262,10 +262,12 @@ def prepare_model(run, config, piece):
                                                 piece.replicate))
         model.set_masks(mask)
     else:
+        ### BEGIN SOLUTION 5.1
         model = build_model(config, derive_seed(config.seed, trial, INIT_STREAM))
         rewinding = config.rewind_iteration > 0 and level > 0
         start = load_arrays(run.rewind(trial) if rewinding else run.theta0(trial))
         pruning.reset_to(model, start, mask)
+        ### END SOLUTION
     return model, mask
 
 

@@ -108,6 +108,7 @@ def adam_update(w, g, m, v, mask, lr, beta1, beta2, eps, weight_decay,
     g' = g + weight_decay * w;  m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;
     w -= lr * (m / bias_correction1) / (sqrt(v / bias_correction2) + eps),
     with bias_correction_k = 1 - b_k^t computed by the caller (float32)."""
+    ### BEGIN SOLUTION 3.2
     one = np.float32(1.0)
     zero = w.dtype.type(0.0)
     for i in range(w.size):
@@ -121,6 +122,7 @@ def adam_update(w, g, m, v, mask, lr, beta1, beta2, eps, weight_decay,
         m[i] = mi if keep else zero
         v[i] = vi if keep else zero
         w[i] = wi if keep else zero
+    ### END SOLUTION
 
 
 @njit(cache=True, parallel=True)

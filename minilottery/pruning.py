@@ -148,10 +148,16 @@ def _copy_masks(masks):
 
 def _smallest_survivors(magnitudes, mask, n_prune):
     """Flat indices of the n_prune surviving entries of smallest magnitude; ties go
-    to the lower flat index (survivors are listed in index order, the sort is stable)."""
+    to the lower flat index (survivors are listed in index order, the sort is stable).
+
+    magnitudes (|w|) and mask (1 = survivor) have the same shape; flat indices count
+    in C order over that shape. Entries whose mask is 0 are already pruned and are
+    never returned."""
+    ### BEGIN SOLUTION 4.1
     survivors = np.flatnonzero(mask.ravel())
     order = np.argsort(magnitudes.ravel()[survivors], kind="stable")
     return survivors[order[:n_prune]]
+    ### END SOLUTION
 
 
 def _prune_layer(new_mask, weight, n_prune):

@@ -43,6 +43,7 @@ def conv2d_backward(dout, x, W, stride=1, padding=0):
     k = W.shape[2]
     _, _, oh_n, ow_n = dout.shape
     xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    ### BEGIN SOLUTION 2.3
     dxp = np.zeros_like(xp)
     dW = np.zeros_like(W)
     for oh in range(oh_n):
@@ -54,6 +55,7 @@ def conv2d_backward(dout, x, W, stride=1, padding=0):
             dxp[:, :, hs:hs + k, ws:ws + k] += np.tensordot(g, W, axes=([1], [0]))
     db = dout.sum(axis=(0, 2, 3))
     dx = dxp[:, :, padding:padding + h, padding:padding + w]
+    ### END SOLUTION
     return dx, dW, db
 
 

@@ -1,0 +1,1 @@
+"""The exercise tests: one file and one pytest marker per exercise (see minilottery/coursework.py)."""
