@@ -127,7 +127,7 @@ QUICK = {
     name: {**settings, "trials": 1, "reinits": 1, "random_prunes": 1}
     for name, settings in PAPER.items()
 }
-QUICK["lenet"].update(iterations=5_000, rounds=11, trials=2)
+QUICK["lenet"].update(iterations=4_000, rounds=11, trials=2, eval_every=200)
 for _name in ("conv2", "conv4", "conv6", "conv2-dropout", "conv4-dropout", "conv6-dropout"):
     QUICK[_name].update(iterations=2_000, rounds=6, eval_every=200)
 

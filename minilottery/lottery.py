@@ -40,7 +40,6 @@ from .optim import SGD, Adam
 from .parallel import run_tasks
 from .results import SUMMARY_COLUMNS, summary_csv
 from .rundir import Piece, RunDir, load_arrays, read_json, save_arrays, write_json, write_text
-from .threads import blas_threads
 from .train import HISTORY_COLUMNS, train
 
 BRANCHES = ("ticket", "reinit", "random")
@@ -278,13 +277,12 @@ def train_piece(run, config, piece, data, on_eval=None):
     data_seed = derive_seed(config.seed, trial, level, DATA_ORDER_STREAM)
     model.reseed_dropout(data_seed)
     saves_rewind = piece == Piece(trial, 0, "ticket") and config.rewind_iteration > 0
-    with blas_threads(1):  # the same sums in every process: see minilottery.threads
-        result = train(model, make_optimizer(config, model), data,
-                       iterations=config.iterations, batch_size=config.batch_size,
-                       seed=data_seed, eval_every=config.eval_every,
-                       eval_batch_size=config.eval_batch_size,
-                       snapshot_at=config.rewind_iteration if saves_rewind else None,
-                       on_eval=on_eval, checkpoint=run.piece(piece) / "checkpoint.npz")
+    result = train(model, make_optimizer(config, model), data,
+                   iterations=config.iterations, batch_size=config.batch_size,
+                   seed=data_seed, eval_every=config.eval_every,
+                   eval_batch_size=config.eval_batch_size,
+                   snapshot_at=config.rewind_iteration if saves_rewind else None,
+                   on_eval=on_eval, checkpoint=run.piece(piece) / "checkpoint.npz")
 
     out = run.piece(piece)
     if piece.branch == "ticket":

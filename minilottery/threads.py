@@ -12,9 +12,10 @@ runs our kernels. Two facts shape how we use them:
 * **Reproducibility.** OpenBLAS splits a float32 product differently over one
   or two threads, and the sums then differ in their last bits. Our kernels do
   not (they never split a sum across threads). So a seeded training is
-  reproducible bit for bit only at a fixed BLAS thread count: the lottery
-  trains with ``blas_threads(1)`` in every process, whatever ``--jobs`` is,
-  and gets its parallelism from running trainings side by side.
+  reproducible bit for bit only at a fixed BLAS thread count: ``train``
+  always runs with ``blas_threads(1)``, in every process, whatever
+  ``--jobs`` is, and the lottery gets its parallelism from running
+  trainings side by side (and from the Numba kernels).
 
 ``blas_threads`` works with the OpenBLAS that NumPy's wheels bundle. With
 another BLAS it does nothing (``blas_thread_control()`` says so), and

@@ -28,6 +28,7 @@ from .data import minibatches
 from .layers import Dropout
 from .losses import softmax_cross_entropy
 from .rundir import load_arrays, save_arrays
+from .threads import blas_threads
 
 HISTORY_COLUMNS = (
     "iteration",
@@ -134,7 +135,19 @@ def train(model, optimizer, data, *, iterations, batch_size, seed, eval_every=10
     after an evaluation, at most every ``checkpoint_seconds``, the whole
     training state is saved there, so a killed training loses minutes, not
     hours, and continues to the same numbers bit for bit.
+
+    Training runs with one BLAS thread, whoever calls it: the float32 sums of
+    a matrix product depend on OpenBLAS's thread count (see
+    ``minilottery.threads``), and a seeded run must give the same numbers in
+    a notebook, on the command line and in a worker process.
     """
+    with blas_threads(1):
+        return _train(model, optimizer, data, iterations, batch_size, seed, eval_every,
+                      eval_batch_size, snapshot_at, on_eval, checkpoint, checkpoint_seconds)
+
+
+def _train(model, optimizer, data, iterations, batch_size, seed, eval_every, eval_batch_size,
+           snapshot_at, on_eval, checkpoint, checkpoint_seconds):
     if iterations <= 0 or batch_size <= 0 or eval_every <= 0:
         raise ValueError(
             f"train: iterations ({iterations}), batch_size ({batch_size}) and "

@@ -16,7 +16,7 @@ import nbclient
 import nbformat
 import pytest
 
-from minilottery import data
+from minilottery import data, dataformats
 
 ROOT = Path(__file__).resolve().parent.parent
 TUTORIALS = ROOT / "tutorials"
@@ -27,7 +27,8 @@ NEEDS_CIFAR = {"06-conv-tickets-cifar.ipynb"}
 
 def cifar10_available():
     """True if load_cifar10(download=False) would find the files (without reading them)."""
-    names = (data.CIFAR10_FOLDER, data.CIFAR10_TAR, data.CIFAR10_NPZ, "data_batch_1")
+    names = (dataformats.CIFAR10_FOLDER, dataformats.CIFAR10_TAR, dataformats.CIFAR10_NPZ,
+             "data_batch_1")
     return any((folder / name).exists()
                for root, _ in data.data_roots()
                for folder in (root / "cifar10", root)
