@@ -42,9 +42,13 @@ def grade(submission, cwd):
 
 
 def copy_package(target):
-    """A copy of this project's package (the solutions), as a submission directory."""
+    """A copy of this project's package and exercise notebooks (the solutions), as a
+    submission directory."""
     shutil.copytree(ROOT / "minilottery", target / "minilottery",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.nbi", "*.nbc"))
+    for file in {ex.file for ex in EXERCISES if ex.file.endswith(".ipynb")}:
+        (target / file).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / file, target / file)
     return target
 
 
@@ -368,7 +372,7 @@ def test_a_wrong_tutorial_answer_fails_alone_with_expected_vs_got(tmp_path):
     notebook = tmp_path / "01-layers-by-hand.ipynb"
     notebook.write_text((ROOT / coursework.BY_ID["1.1"].file).read_text(encoding="utf-8"),
                         encoding="utf-8")
-    replace_once(notebook, '"    dW = x.T @ dout\\n"', '"    dW = x.T @ dout / len(x)\\n"')  # a mean, not a sum
+    replace_once(notebook, "x.T @ dout,               # dW", "x.T @ dout / len(x),      # dW")  # a mean
     status, verdicts, out = grade(notebook, cwd=tmp_path)
     assert status == 1
     assert {i: verdict for i, (verdict, _) in verdicts.items()} == {"1.1": "FAIL", "1.2": "PASS"}, out
