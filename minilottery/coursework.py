@@ -58,7 +58,7 @@ class Exercise:
 
     id: str
     title: str
-    file: str
+    file: str      # a module (minilottery/....py) or a tutorial (tutorials/....ipynb)
     names: tuple
 
     @property
@@ -67,7 +67,8 @@ class Exercise:
 
     @property
     def module(self):
-        """The dotted module name of a .py file: minilottery/reference.py -> minilottery.reference."""
+        """The dotted module name of a .py file: minilottery/reference.py -> minilottery.reference
+        (meaningless for a notebook exercise)."""
         return self.file[:-len(".py")].replace("/", ".")
 
     @property
@@ -76,6 +77,10 @@ class Exercise:
 
 
 EXERCISES = (
+    Exercise("1.1", "Dense backward: dx, dW, db from x, W and dout",
+             "tutorials/01-layers-by-hand.ipynb", ("dense_backward",)),
+    Exercise("1.2", "ReLU backward: dout where x > 0, else 0",
+             "tutorials/01-layers-by-hand.ipynb", ("relu_backward",)),
     Exercise("2.3", "convolution backward, with loops (dx, dW, db)",
              "minilottery/reference.py", ("conv2d_backward",)),
     Exercise("3.2", "the masked Adam update (a Numba kernel)",
@@ -362,7 +367,9 @@ def run_notebook(path, exercise_id, workdir=None):
     exercise ``exercise_id``, in one fresh namespace; return the namespace.
 
     Each cell is written to a file first (so tracebacks show its lines and Numba's
-    cache=True works) and run with __name__ == "__main__", as Jupyter does."""
+    cache=True works) and run with __name__ == "__main__", as Jupyter does. A cell
+    that stops on the stub of *another* exercise (say the check cell of exercise 1.1,
+    run while grading 1.2) counts as run: each exercise is graded on its own."""
     path = Path(path)
     notebook = read_notebook(path)
     cells = notebook_exercise_cells(notebook)
@@ -373,6 +380,7 @@ def run_notebook(path, exercise_id, workdir=None):
         atexit.register(shutil.rmtree, workdir, ignore_errors=True)
     workdir = Path(workdir)
     namespace = {"__name__": "__main__"}
+    other_stubs = {ex.stub_message for ex in EXERCISES if ex.id != exercise_id}
     for index, cell in enumerate(notebook["cells"][:cells[exercise_id]], start=1):
         if cell.get("cell_type") != "code":
             continue
@@ -386,6 +394,8 @@ def run_notebook(path, exercise_id, workdir=None):
         try:
             exec(code, namespace)
         except Exception as error:
+            if isinstance(error, NotImplementedError) and str(error) in other_stubs:
+                continue
             raise ImplementationError(f"{path.name}, cell {index} raised "
                                       f"{type(error).__name__}: {error}") from error
     return namespace
@@ -398,9 +408,10 @@ def load_implementation(exercise_id):
     """The functions a student wrote for an exercise, as attributes of a namespace.
 
     From the notebook named by the environment variable MINILOTTERY_NOTEBOOK when the
-    grader sets it, else from the exercise's module (imported the ordinary way, so
-    PYTHONPATH decides whose package it is). Raises ImplementationError naming what is
-    wrong; the result (or the error) is cached, so a notebook runs once per process."""
+    grader sets it, else from the exercise's own file: a tutorial of this project, or
+    a module imported the ordinary way (so PYTHONPATH decides whose package it is).
+    Raises ImplementationError naming what is wrong; the result (or the error) is
+    cached, so a notebook runs once per process."""
     ex = exercise(exercise_id)
     notebook = os.environ.get("MINILOTTERY_NOTEBOOK")
     key = (exercise_id, notebook)
@@ -415,6 +426,8 @@ def load_implementation(exercise_id):
 
 
 def _load(ex, notebook):
+    if not notebook and ex.file.endswith(".ipynb"):
+        notebook = str(PROJECT_ROOT / ex.file)
     if notebook:
         namespace, where = run_notebook(notebook, ex.id), Path(notebook).name
     else:
@@ -520,7 +533,7 @@ def _directory_targets(root):
             continue
         targets += [Target(BY_ID[i], root, notebook.relative_to(root).as_posix(), notebook)
                     for i in sorted(ids) if i in BY_ID]
-    return targets
+    return sorted(targets, key=lambda target: EXERCISES.index(target.exercise))
 
 
 def run_exercise_tests(target, scratch, timeout):

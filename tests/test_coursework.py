@@ -42,9 +42,13 @@ def grade(submission, cwd):
 
 
 def copy_package(target):
-    """A copy of this project's package (the solutions), as a submission directory."""
+    """A copy of this project's package and exercise notebooks (the solutions), as a
+    submission directory."""
     shutil.copytree(ROOT / "minilottery", target / "minilottery",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.nbi", "*.nbc"))
+    for file in {ex.file for ex in EXERCISES if ex.file.endswith(".ipynb")}:
+        (target / file).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / file, target / file)
     return target
 
 
@@ -54,8 +58,17 @@ def replace_once(path, old, new):
     path.write_text(text.replace(old, new), encoding="utf-8")
 
 
+def source_text(path):
+    """A file's text; for a notebook, the sources of its cells (markers sit at line starts)."""
+    path = Path(path)
+    if path.suffix == ".ipynb":
+        cells = coursework.read_notebook(path)["cells"]
+        return "\n".join(coursework._cell_source(cell) for cell in cells) + "\n"
+    return path.read_text(encoding="utf-8")
+
+
 def solution_source(ex):
-    return (ROOT / ex.file).read_text(encoding="utf-8")
+    return source_text(ROOT / ex.file)
 
 
 def distinctive_lines(ex):
@@ -79,9 +92,10 @@ def student_copy(tmp_path_factory):
 # -- markers ----------------------------------------------------------------------------
 
 def test_every_exercise_has_one_block_in_its_file():
-    for ex in EXERCISES:
-        ids = [block.id for block in find_blocks(solution_source(ex), ex.file)]
-        assert ids == [ex.id], f"{ex.file} holds blocks {ids}, expected exactly [{ex.id!r}]"
+    for file in {ex.file for ex in EXERCISES}:
+        expected = [ex.id for ex in EXERCISES if ex.file == file]
+        ids = [block.id for block in find_blocks(source_text(ROOT / file), file)]
+        assert ids == expected, f"{file} holds blocks {ids}, expected exactly {expected}"
 
 
 def test_a_block_becomes_one_indented_stub_that_compiles():
@@ -115,7 +129,7 @@ def test_malformed_markers_are_named_with_file_and_line(source, complaint):
 def test_student_copy_has_no_solution_text_and_no_markers(student_copy):
     files = [path for path in student_copy.rglob("*")
              if path.is_file() and path.suffix in (".py", ".ipynb", ".md", ".cfg", ".toml")]
-    texts = {path: path.read_text(encoding="utf-8") for path in files}
+    texts = {path: source_text(path) for path in files}
     for ex in EXERCISES:
         secret = distinctive_lines(ex)
         assert secret, f"exercise {ex.id}'s block has no line of its own: the check would be vacuous"
@@ -138,7 +152,8 @@ def test_student_copy_has_the_handout_and_the_exercise_tests(student_copy):
 
 
 def test_student_copy_imports(student_copy):
-    modules = sorted({ex.module for ex in EXERCISES} | {"minilottery.models", "minilottery.train"})
+    modules = sorted({ex.module for ex in EXERCISES if ex.file.endswith(".py")}
+                     | {"minilottery.models", "minilottery.train"})
     done = subprocess.run([sys.executable, "-c", f"import {', '.join(modules)}; import minilottery; "
                            "print(minilottery.__file__)"], cwd=student_copy,
                           env=dict(os.environ, PYTHONPATH=str(student_copy)),
@@ -322,3 +337,44 @@ def test_a_notebook_syntax_error_is_reported(notebooks):
     with pytest.raises(coursework.ImplementationError,
                        match=r"^syntax.ipynb, cell 4: SyntaxError: .*\(line 1 of the cell\)$"):
         coursework.run_notebook(path, "2.3", workdir=folder)
+
+
+def test_a_cell_stopped_by_another_exercise_does_not_fail_this_one(tmp_path):
+    """Grading 1.2 runs the check cell of 1.1, which raises 1.1's stub in a student
+    notebook: that is 1.1's failure, not 1.2's. Any other error still fails 1.2."""
+    solution = make_notebook(
+        code_cell("def f(x):\n    ### BEGIN SOLUTION 1.1\n    return x\n    ### END SOLUTION\n"),
+        code_cell("checked = f(1)\n"),
+        code_cell("def relu_backward(x, dout):\n    ### BEGIN SOLUTION 1.2\n"
+                  "    return dout * (x > 0)\n    ### END SOLUTION\n"))
+    student, _ = coursework.strip_notebook(solution, "01.ipynb")
+    namespace = coursework.run_notebook(write(tmp_path / "student.ipynb", student), "1.2",
+                                        workdir=tmp_path)
+    assert "checked" not in namespace
+    with pytest.raises(NotImplementedError, match=r"^Exercise 1\.2: "):
+        namespace["relu_backward"](1.0, 2.0)
+    student["cells"][2] = code_cell("raise NotImplementedError('not an exercise stub')\n")
+    with pytest.raises(coursework.ImplementationError,
+                       match=r"^other.ipynb, cell 3 raised NotImplementedError: not an exercise stub$"):
+        coursework.run_notebook(write(tmp_path / "other.ipynb", student), "1.2", workdir=tmp_path)
+
+
+def test_a_tutorial_exercise_loads_from_the_projects_notebook(monkeypatch):
+    monkeypatch.delenv("MINILOTTERY_NOTEBOOK", raising=False)
+    notebook_exercises = [ex for ex in EXERCISES if ex.file.endswith(".ipynb")]
+    assert notebook_exercises
+    for ex in notebook_exercises:
+        implementation = coursework.load_implementation(ex.id)
+        assert all(callable(getattr(implementation, name)) for name in ex.names), ex.id
+
+
+def test_a_wrong_tutorial_answer_fails_alone_with_expected_vs_got(tmp_path):
+    notebook = tmp_path / "01-layers-by-hand.ipynb"
+    notebook.write_text((ROOT / coursework.BY_ID["1.1"].file).read_text(encoding="utf-8"),
+                        encoding="utf-8")
+    replace_once(notebook, "x.T @ dout,               # dW", "x.T @ dout / len(x),      # dW")  # a mean
+    status, verdicts, out = grade(notebook, cwd=tmp_path)
+    assert status == 1
+    assert {i: verdict for i, (verdict, _) in verdicts.items()} == {"1.1": "FAIL", "1.2": "PASS"}, out
+    assert re.match(r"dW relative error \d\.\de[-+]\d\d, should be below 1e-06 \(x \(",
+                    verdicts["1.1"][1]), out
