@@ -129,7 +129,7 @@ QUICK = {
 }
 QUICK["lenet"].update(iterations=4_000, rounds=11, trials=2, eval_every=200)
 for _name in ("conv2", "conv4", "conv6", "conv2-dropout", "conv4-dropout", "conv6-dropout"):
-    QUICK[_name].update(iterations=2_000, rounds=6, eval_every=200)
+    QUICK[_name].update(iterations=1_000, rounds=4, eval_every=250)
 
 PRESETS = {"quick": QUICK, "paper": PAPER}
 
