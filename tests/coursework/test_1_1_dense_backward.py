@@ -10,28 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from .oracles import assert_backward_matches
+
 pytestmark = pytest.mark.exercise_1_1
 
 TOLERANCE = 1e-6
-
-
-def rel_error(got, expected):
-    """max |got - expected| / max(1e-8, max(|got| + |expected|)), as minilottery.gradcheck."""
-    return float(np.max(np.abs(got - expected)) /
-                 max(1e-8, float(np.max(np.abs(got) + np.abs(expected)))))
-
-
-def numerical_gradient(loss, array, h=1e-3):
-    grad = np.zeros_like(array)
-    for index in np.ndindex(array.shape):
-        saved = array[index]
-        array[index] = saved + h
-        plus = loss()
-        array[index] = saved - h
-        minus = loss()
-        array[index] = saved
-        grad[index] = (plus - minus) / (2 * h)
-    return grad
 
 
 def check_gradients(dense_backward, n, d_in, d_out, seed):
@@ -39,20 +22,11 @@ def check_gradients(dense_backward, n, d_in, d_out, seed):
     x, W, b = rng.standard_normal((n, d_in)), rng.standard_normal((d_in, d_out)), rng.standard_normal(d_out)
     dout = rng.standard_normal((n, d_out))
     result = dense_backward(x.copy(), W.copy(), dout.copy())
-    assert isinstance(result, tuple) and len(result) == 3, \
-        f"dense_backward should return the tuple (dx, dW, db), got {type(result).__name__}"
-
     def loss():
         return float(np.sum(dout * (x @ W + b)))
 
     setting = f"x {x.shape}, W {W.shape}"
-    for name, got, wrt in zip(("dx", "dW", "db"), result, (x, W, b)):
-        got = np.asarray(got)
-        assert got.shape == wrt.shape, \
-            f"{name} has shape {got.shape}, should be {wrt.shape} ({setting})"
-        error = rel_error(got, numerical_gradient(loss, wrt))
-        assert error < TOLERANCE, \
-            f"{name} relative error {error:.1e}, should be below {TOLERANCE:.0e} ({setting})"
+    assert_backward_matches("dense_backward", result, loss, (x, W, b), setting, TOLERANCE)
 
 
 def test_one_example(student):

@@ -11,15 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .oracles import assert_backward_matches
+
 pytestmark = pytest.mark.exercise_2_3
 
 TOLERANCE = 1e-6
-
-
-def rel_error(got, expected):
-    """max |got - expected| / max(1e-8, max(|got| + |expected|)), as minilottery.gradcheck."""
-    return float(np.max(np.abs(got - expected)) /
-                 max(1e-8, float(np.max(np.abs(got) + np.abs(expected)))))
 
 
 def conv_forward(x, W, b, stride, padding):
@@ -30,38 +26,16 @@ def conv_forward(x, W, b, stride, padding):
     return np.einsum("nchwij,ocij->nohw", windows, W) + b[None, :, None, None]
 
 
-def numerical_gradient(loss, array, h=1e-3):
-    grad = np.zeros_like(array)
-    for index in np.ndindex(array.shape):
-        saved = array[index]
-        array[index] = saved + h
-        plus = loss()
-        array[index] = saved - h
-        minus = loss()
-        array[index] = saved
-        grad[index] = (plus - minus) / (2 * h)
-    return grad
-
-
 def check_gradients(conv2d_backward, n, c, h, w, o, k, stride, padding, seed):
     rng = np.random.default_rng(seed)
     x, W, b = rng.standard_normal((n, c, h, w)), rng.standard_normal((o, c, k, k)), rng.standard_normal(o)
     dout = rng.standard_normal(conv_forward(x, W, b, stride, padding).shape)
     result = conv2d_backward(dout, x.copy(), W.copy(), stride, padding)
-    assert isinstance(result, tuple) and len(result) == 3, \
-        f"conv2d_backward should return the tuple (dx, dW, db), got {type(result).__name__}"
-
     def loss():
         return float(np.sum(dout * conv_forward(x, W, b, stride, padding)))
 
     setting = f"x {x.shape}, W {W.shape}, stride {stride}, padding {padding}"
-    for name, got, wrt in zip(("dx", "dW", "db"), result, (x, W, b)):
-        got = np.asarray(got)
-        assert got.shape == wrt.shape, \
-            f"{name} has shape {got.shape}, should be {wrt.shape} ({setting})"
-        error = rel_error(got, numerical_gradient(loss, wrt))
-        assert error < TOLERANCE, \
-            f"{name} relative error {error:.1e}, should be below {TOLERANCE:.0e} ({setting})"
+    assert_backward_matches("conv2d_backward", result, loss, (x, W, b), setting, TOLERANCE)
 
 
 def test_one_channel_no_padding(student):

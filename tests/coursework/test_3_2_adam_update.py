@@ -8,15 +8,12 @@ w, m and v are exactly 0 afterwards, whatever the gradient."""
 import numpy as np
 import pytest
 
+from .oracles import rel_error
+
 pytestmark = pytest.mark.exercise_3_2
 
 TOLERANCE = 1e-5     # float32 arithmetic against a float64 reference
 F = np.float32
-
-
-def rel_error(got, expected):
-    return float(np.max(np.abs(got - expected)) /
-                 max(1e-8, float(np.max(np.abs(got) + np.abs(expected)))))
 
 
 def adam_formula(w, g, m, v, mask, lr, beta1, beta2, eps, weight_decay, t):
