@@ -199,3 +199,49 @@ def relu_backward(dout, y, dx):
     for r in range(n_rows):
         for q in range(n_cols):
             dx[r, q] = dout[r, q] if y[r, q] > 0 else 0.0
+
+
+@njit(cache=True, parallel=True)
+def cn_to_nchw(out_cn, b, relu, out):
+    """Move a convolution's GEMM result to NCHW, adding the bias (and applying ReLU):
+    out[n, o, q] = out_cn[o, n*Q + q] + b[o], then max(., 0) if `relu`.
+
+    out_cn: (O, N*Q); b: (O,); out: (N, O, Q) with Q = OH*OW, fully overwritten.
+    One pass over memory instead of three (move + bias, then ReLU).
+    """
+    n_img, n_ch, q_size = out.shape
+    for plane in prange(n_img * n_ch):
+        n = plane // n_ch
+        o = plane % n_ch
+        src = out_cn[o, n * q_size:(n + 1) * q_size]
+        dst = out[n, o]
+        bias = b[o]
+        if relu:
+            for q in range(q_size):
+                v = src[q] + bias
+                dst[q] = v if v > 0 else 0.0
+        else:
+            for q in range(q_size):
+                dst[q] = src[q] + bias
+
+
+@njit(cache=True, parallel=True)
+def nchw_to_cn(dout, y, relu, dout_cn):
+    """The backward move of cn_to_nchw: dout_cn[o, n*Q + q] = dout[n, o, q], times
+    (y[n, o, q] > 0) if `relu` (y = the ReLU's output, i.e. ReLU's backward on the way).
+
+    dout, y: (N, O, Q) (y unused unless relu); dout_cn: (O, N*Q), fully overwritten.
+    """
+    n_img, n_ch, q_size = dout.shape
+    for plane in prange(n_img * n_ch):
+        n = plane // n_ch
+        o = plane % n_ch
+        src = dout[n, o]
+        dst = dout_cn[o, n * q_size:(n + 1) * q_size]
+        if relu:
+            mask = y[n, o]
+            for q in range(q_size):
+                dst[q] = src[q] if mask[q] > 0 else 0.0
+        else:
+            for q in range(q_size):
+                dst[q] = src[q]

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 
 from conftest import conv_cases, pool_cases, seeds
 from minilottery import kernels, reference
-from minilottery.layers import Conv2d, MaxPool2d
+from minilottery.layers import Conv2d, MaxPool2d, ReLU
 
 FAST = settings(deadline=None, max_examples=25)
 
@@ -65,6 +65,27 @@ def test_conv2d_layer_equals_reference(case, seed):
     np.testing.assert_allclose(layer.grads["W"], dW_ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(layer.grads["b"], db_ref, rtol=1e-4, atol=1e-4)
 
+
+
+@FAST
+@given(case=conv_cases(), seed=seeds)
+def test_conv2d_fused_relu_equals_conv2d_then_relu(case, seed):
+    """Conv2d.forward(x, relu=True) is Conv2d then ReLU, forward and backward, bit for bit."""
+    rng = np.random.default_rng(seed)
+    layer, x = _conv_layer(case, rng)
+    relu = ReLU()
+    y = relu.forward(layer.forward(x))
+    dout = rng.standard_normal(y.shape).astype(np.float32)
+    dx = layer.backward(relu.backward(dout))
+    grads = {k: v.copy() for k, v in layer.grads.items()}
+
+    y_fused = layer.forward(x, relu=True)
+    np.testing.assert_array_equal(y_fused, y)
+    dx_fused = layer.backward(dout)
+    np.testing.assert_array_equal(dx_fused, dx)
+    for key, grad in grads.items():
+        np.testing.assert_array_equal(layer.grads[key], grad, err_msg=key)
+    assert np.any(y == 0) == np.any(y_fused == 0)
 
 def _pool_input(case, seed, ties):
     n, c, h, w, _, _ = case
