@@ -71,6 +71,7 @@ def im2col(x, kernel_size, stride, padding, cols):
     out_h = (height + 2 * padding - k) // stride + 1
     out_w = (width + 2 * padding - k) // stride + 1
     n_out = out_h * out_w
+    same = stride == 1 and out_w == width     # e.g. 3x3, padding 1: see _im2col_same_row
     for plane in prange(n_img * n_ch):
         n = plane // n_ch
         c = plane % n_ch
@@ -79,6 +80,10 @@ def im2col(x, kernel_size, stride, padding, cols):
             for j in range(k):
                 w_lo, w_hi = _valid_range(out_w, width, stride, j - padding)
                 dst = cols[c * k * k + i * k + j, n * n_out:(n + 1) * n_out]
+                if same:
+                    _im2col_same_row(x[n, c], (i - padding) * width + (j - padding),
+                                     h_lo, h_hi, w_lo, w_hi, dst)
+                    continue
                 for q in range(h_lo * out_w):                 # rows in the top padding
                     dst[q] = 0.0
                 for q in range(h_hi * out_w, n_out):          # rows in the bottom padding
@@ -98,6 +103,36 @@ def im2col(x, kernel_size, stride, padding, cols):
                             inside[q] = src[q * stride]
                     for q in range(w_hi, out_w):              # right padding
                         row[q] = 0.0
+
+
+@njit(cache=True)
+def _im2col_same_row(plane, shift, h_lo, h_hi, w_lo, w_hi, dst):
+    """One row of cols for one image when stride == 1 and OH, OW == H, W ("same"
+    convolution). Then output row oh reads input row oh + i - p shifted by j - p, so in
+    the flattened plane dst[q] = plane.flat[q + shift] with shift = (i - p)*W + (j - p):
+    ONE long contiguous copy (SIMD, no per-row overhead; that matters for 16x16
+    planes), after which the entries that belong to the padding are set to 0: whole
+    rows above h_lo / below h_hi, and the columns left of w_lo / right of w_hi (there
+    the copy wrapped around into the neighbouring row).
+    """
+    height, width = plane.shape
+    flat = plane.reshape(height * width)
+    lo = max(h_lo * width, -shift)                   # copy dst[lo:hi], reading flat[q + shift]
+    hi = max(lo, min(h_hi * width, height * width - shift))
+    for q in range(lo):
+        dst[q] = 0.0
+    inside = dst[lo:hi]
+    src = flat[lo + shift:hi + shift]
+    for q in range(inside.size):
+        inside[q] = src[q]
+    for q in range(hi, dst.size):
+        dst[q] = 0.0
+    for oh in range(h_lo, h_hi):
+        row = dst[oh * width:(oh + 1) * width]
+        for q in range(w_lo):
+            row[q] = 0.0
+        for q in range(w_hi, width):
+            row[q] = 0.0
 
 
 @njit(cache=True, parallel=True)
