@@ -187,20 +187,21 @@ def maxpool_forward(x, kernel_size, stride, out, argmax):
     for plane in prange(n_img * n_ch):
         n = plane // n_ch
         c = plane % n_ch
+        src, dst, where = x[n, c], out[n, c], argmax[n, c]   # 2-D views of this plane
         for oh in range(out_h):
             for ow in range(out_w):
                 h0 = oh * stride
                 w0 = ow * stride
-                best = x[n, c, h0, w0]
+                best = src[h0, w0]
                 best_at = h0 * width + w0
                 for i in range(k):
                     for j in range(k):
-                        v = x[n, c, h0 + i, w0 + j]
+                        v = src[h0 + i, w0 + j]
                         if v > best:
                             best = v
                             best_at = (h0 + i) * width + (w0 + j)
-                out[n, c, oh, ow] = best
-                argmax[n, c, oh, ow] = best_at
+                dst[oh, ow] = best
+                where[oh, ow] = best_at
 
 
 @njit(cache=True, parallel=True)
@@ -216,13 +217,13 @@ def maxpool_backward(dout, argmax, dx):
     for plane in prange(n_img * n_ch):
         n = plane // n_ch
         c = plane % n_ch
-        for h in range(height):
-            for w in range(width):
-                dx[n, c, h, w] = 0.0
+        flat = dx[n, c].reshape(height * width)      # the plane, indexed like argmax
+        for q in range(flat.size):
+            flat[q] = 0.0
+        grad, where = dout[n, c], argmax[n, c]
         for oh in range(out_h):
             for ow in range(out_w):
-                at = argmax[n, c, oh, ow]
-                dx[n, c, at // width, at % width] += dout[n, c, oh, ow]
+                flat[where[oh, ow]] += grad[oh, ow]
 
 
 @njit(cache=True)
