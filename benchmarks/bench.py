@@ -170,6 +170,7 @@ def peak_rss_mb():
 
 def measure_net(net, reps):
     """Everything about one net, in this process; returns a dict."""
+    import minilottery  # noqa: F401  (before NumPy, as in minilottery.run: see minilottery.threads)
     import numpy as np
     from minilottery import models
     from minilottery.threads import blas_threads

@@ -7,3 +7,5 @@ no more iterations. See README.md for the map of the package.
 """
 
 __version__ = "0.1.0"
+
+from . import threads  # noqa: E402,F401  (first: it must configure OpenBLAS before NumPy loads it)

@@ -71,6 +71,7 @@ def im2col(x, kernel_size, stride, padding, cols):
     out_h = (height + 2 * padding - k) // stride + 1
     out_w = (width + 2 * padding - k) // stride + 1
     n_out = out_h * out_w
+    same = stride == 1 and out_w == width     # e.g. 3x3, padding 1: see _im2col_same_row
     for plane in prange(n_img * n_ch):
         n = plane // n_ch
         c = plane % n_ch
@@ -79,6 +80,10 @@ def im2col(x, kernel_size, stride, padding, cols):
             for j in range(k):
                 w_lo, w_hi = _valid_range(out_w, width, stride, j - padding)
                 dst = cols[c * k * k + i * k + j, n * n_out:(n + 1) * n_out]
+                if same:
+                    _im2col_same_row(x[n, c], (i - padding) * width + (j - padding),
+                                     h_lo, h_hi, w_lo, w_hi, dst)
+                    continue
                 for q in range(h_lo * out_w):                 # rows in the top padding
                     dst[q] = 0.0
                 for q in range(h_hi * out_w, n_out):          # rows in the bottom padding
@@ -98,6 +103,36 @@ def im2col(x, kernel_size, stride, padding, cols):
                             inside[q] = src[q * stride]
                     for q in range(w_hi, out_w):              # right padding
                         row[q] = 0.0
+
+
+@njit(cache=True)
+def _im2col_same_row(plane, shift, h_lo, h_hi, w_lo, w_hi, dst):
+    """One row of cols for one image when stride == 1 and OH, OW == H, W ("same"
+    convolution). Then output row oh reads input row oh + i - p shifted by j - p, so in
+    the flattened plane dst[q] = plane.flat[q + shift] with shift = (i - p)*W + (j - p):
+    ONE long contiguous copy (SIMD, no per-row overhead; that matters for 16x16
+    planes), after which the entries that belong to the padding are set to 0: whole
+    rows above h_lo / below h_hi, and the columns left of w_lo / right of w_hi (there
+    the copy wrapped around into the neighbouring row).
+    """
+    height, width = plane.shape
+    flat = plane.reshape(height * width)
+    lo = max(h_lo * width, -shift)                   # copy dst[lo:hi], reading flat[q + shift]
+    hi = max(lo, min(h_hi * width, height * width - shift))
+    for q in range(lo):
+        dst[q] = 0.0
+    inside = dst[lo:hi]
+    src = flat[lo + shift:hi + shift]
+    for q in range(inside.size):
+        inside[q] = src[q]
+    for q in range(hi, dst.size):
+        dst[q] = 0.0
+    for oh in range(h_lo, h_hi):
+        row = dst[oh * width:(oh + 1) * width]
+        for q in range(w_lo):
+            row[q] = 0.0
+        for q in range(w_hi, width):
+            row[q] = 0.0
 
 
 @njit(cache=True, parallel=True)
@@ -152,20 +187,21 @@ def maxpool_forward(x, kernel_size, stride, out, argmax):
     for plane in prange(n_img * n_ch):
         n = plane // n_ch
         c = plane % n_ch
+        src, dst, where = x[n, c], out[n, c], argmax[n, c]   # 2-D views of this plane
         for oh in range(out_h):
             for ow in range(out_w):
                 h0 = oh * stride
                 w0 = ow * stride
-                best = x[n, c, h0, w0]
+                best = src[h0, w0]
                 best_at = h0 * width + w0
                 for i in range(k):
                     for j in range(k):
-                        v = x[n, c, h0 + i, w0 + j]
+                        v = src[h0 + i, w0 + j]
                         if v > best:
                             best = v
                             best_at = (h0 + i) * width + (w0 + j)
-                out[n, c, oh, ow] = best
-                argmax[n, c, oh, ow] = best_at
+                dst[oh, ow] = best
+                where[oh, ow] = best_at
 
 
 @njit(cache=True, parallel=True)
@@ -181,13 +217,13 @@ def maxpool_backward(dout, argmax, dx):
     for plane in prange(n_img * n_ch):
         n = plane // n_ch
         c = plane % n_ch
-        for h in range(height):
-            for w in range(width):
-                dx[n, c, h, w] = 0.0
+        flat = dx[n, c].reshape(height * width)      # the plane, indexed like argmax
+        for q in range(flat.size):
+            flat[q] = 0.0
+        grad, where = dout[n, c], argmax[n, c]
         for oh in range(out_h):
             for ow in range(out_w):
-                at = argmax[n, c, oh, ow]
-                dx[n, c, at // width, at % width] += dout[n, c, oh, ow]
+                flat[where[oh, ow]] += grad[oh, ow]
 
 
 @njit(cache=True)
@@ -199,3 +235,49 @@ def relu_backward(dout, y, dx):
     for r in range(n_rows):
         for q in range(n_cols):
             dx[r, q] = dout[r, q] if y[r, q] > 0 else 0.0
+
+
+@njit(cache=True, parallel=True)
+def cn_to_nchw(out_cn, b, relu, out):
+    """Move a convolution's GEMM result to NCHW, adding the bias (and applying ReLU):
+    out[n, o, q] = out_cn[o, n*Q + q] + b[o], then max(., 0) if `relu`.
+
+    out_cn: (O, N*Q); b: (O,); out: (N, O, Q) with Q = OH*OW, fully overwritten.
+    One pass over memory instead of three (move + bias, then ReLU).
+    """
+    n_img, n_ch, q_size = out.shape
+    for plane in prange(n_img * n_ch):
+        n = plane // n_ch
+        o = plane % n_ch
+        src = out_cn[o, n * q_size:(n + 1) * q_size]
+        dst = out[n, o]
+        bias = b[o]
+        if relu:
+            for q in range(q_size):
+                v = src[q] + bias
+                dst[q] = v if v > 0 else 0.0
+        else:
+            for q in range(q_size):
+                dst[q] = src[q] + bias
+
+
+@njit(cache=True, parallel=True)
+def nchw_to_cn(dout, y, relu, dout_cn):
+    """The backward move of cn_to_nchw: dout_cn[o, n*Q + q] = dout[n, o, q], times
+    (y[n, o, q] > 0) if `relu` (y = the ReLU's output, i.e. ReLU's backward on the way).
+
+    dout, y: (N, O, Q) (y unused unless relu); dout_cn: (O, N*Q), fully overwritten.
+    """
+    n_img, n_ch, q_size = dout.shape
+    for plane in prange(n_img * n_ch):
+        n = plane // n_ch
+        o = plane % n_ch
+        src = dout[n, o]
+        dst = dout_cn[o, n * q_size:(n + 1) * q_size]
+        if relu:
+            mask = y[n, o]
+            for q in range(q_size):
+                dst[q] = src[q] if mask[q] > 0 else 0.0
+        else:
+            for q in range(q_size):
+                dst[q] = src[q]

@@ -190,7 +190,9 @@ class Conv2d(Layer):
                 "input", f"(N, {self.in_channels}, H, W) with H, W >= {k - 2 * p}", x.shape)
         return np.ascontiguousarray(x, dtype=self.params["W"].dtype)
 
-    def forward(self, x, training=True):
+    def forward(self, x, training=True, relu=False):
+        """The convolution; with ``relu=True``, max(convolution, 0) in the same pass (what
+        Sequential uses for a Conv2d followed by a ReLU). backward then takes dL/d(that)."""
         x = self._check_input(x)
         W, b = self.params["W"], self.params["b"]
         n, o, oh, ow = self.output_shape(x.shape)
@@ -204,21 +206,22 @@ class Conv2d(Layer):
             kernels.im2col(x[start:stop], self.kernel_size, self.stride, self.padding, cols)
             out_cn = self._buffer("cn", (o, (stop - start) * oh * ow), W.dtype)
             np.matmul(Wm, cols, out=out_cn)
-            # (O, n, OH*OW) -> (n, O, OH*OW), adding b[o] on the way
-            np.add(out_cn.reshape(o, stop - start, oh * ow).transpose(1, 0, 2), b[:, None],
-                   out=out[start:stop])
-        self._saved = (x.shape, cols) if training else None
+            # (O, n, OH*OW) -> (n, O, OH*OW), adding b[o] (and the ReLU) on the way
+            kernels.cn_to_nchw(out_cn, b, relu, out[start:stop])
+        self._saved = (x.shape, cols, out if relu else None) if training else None
         return out.reshape(n, o, oh, ow)
 
     def backward(self, dout, input_grad=True):
-        x_shape, cols = self._take_saved()
+        x_shape, cols, relu_out = self._take_saved()
         self._saved = None                     # cols gets overwritten below
         W = self.params["W"]
         n, o, oh, ow = self.output_shape(x_shape)
         ckk = cols.shape[0]
-        dout = self._check_dout(dout, (n, o, oh, ow))
+        dout = np.ascontiguousarray(self._check_dout(dout, (n, o, oh, ow)), dtype=W.dtype)
         dout_cn = self._buffer("cn", (o, n * oh * ow), W.dtype)
-        dout_cn.reshape(o, n, oh * ow)[...] = dout.reshape(n, o, oh * ow).transpose(1, 0, 2)
+        relu = relu_out is not None            # then dout is dL/d(ReLU output)
+        kernels.nchw_to_cn(dout.reshape(n, o, oh * ow), relu_out if relu else dout.reshape(n, o, oh * ow),
+                           relu, dout_cn)
         np.matmul(dout_cn, cols.T, out=self.grads["W"].reshape(o, ckk))
         self.grads["W"] *= self.masks["W"]
         np.sum(dout_cn, axis=1, out=self.grads["b"])

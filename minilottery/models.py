@@ -31,9 +31,23 @@ class Sequential:
                 raise ValueError(f"Sequential: duplicate layer name {layer.name!r}")
             seen.add(layer.name)
 
+    def _fuses_relu(self, index):
+        """True when layer `index` is a Conv2d directly followed by a ReLU. Such a pair runs
+        as one pass, Conv2d.forward(x, relu=True): the bias, the ReLU and the move to NCHW
+        share one trip over memory (and backward the ReLU's mask joins the reverse move).
+        The ReLU layer itself is then skipped; the result is the same, bit for bit."""
+        return (isinstance(self.layers[index], Conv2d) and index + 1 < len(self.layers)
+                and type(self.layers[index + 1]) is ReLU)
+
     def forward(self, x, training=True):
-        for layer in self.layers:
-            x = layer.forward(x, training)
+        index = 0
+        while index < len(self.layers):
+            if self._fuses_relu(index):
+                x = self.layers[index].forward(x, training, relu=True)
+                index += 2
+            else:
+                x = self.layers[index].forward(x, training)
+                index += 1
         return x
 
     __call__ = forward
@@ -44,10 +58,13 @@ class Sequential:
         With ``input_grad=False`` (what training uses) the backward pass stops at the
         first layer with parameters: it fills that layer's grads without computing its
         dx, the layers before it (e.g. LeNet's Flatten) are skipped, and None is returned.
+        A ReLU fused into the Conv2d before it (see _fuses_relu) is done by that Conv2d.
         """
         first = next((i for i, layer in enumerate(self.layers) if layer.params), 0)
         for index in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[index]
+            if index > 0 and self._fuses_relu(index - 1):
+                continue
             if input_grad or index > first:
                 dout = layer.backward(dout)
             else:

@@ -9,6 +9,16 @@ runs our kernels. Two facts shape how we use them:
   ``workqueue`` layer does not spin, so we select it (unless the user chose a
   layer with ``NUMBA_THREADING_LAYER``). This must happen before the first
   parallel kernel runs, hence at import of the package.
+  OpenBLAS's own threads spin too: after each product they wait about 2^28
+  cycles (a tenth of a second) for the next one, so with 2 BLAS threads every
+  Numba kernel that follows a matrix product (im2col, col2im, the moves to
+  NCHW) shared the cores with two spinning threads and took twice as long
+  (a Conv-4 step: 430 -> 375 ms without it). ``OPENBLAS_THREAD_TIMEOUT=14``
+  (2^14 cycles, a few microseconds) makes them sleep almost at once. OpenBLAS
+  reads it when NumPy loads it, so it is set here, before ``import numba``
+  imports NumPy, and it only takes effect when minilottery is imported before
+  NumPy (as ``python -m minilottery.run`` does; scripts: import minilottery
+  first). A value the user set wins. With 1 BLAS thread (training) nothing spins.
 * **Reproducibility.** OpenBLAS splits a float32 product differently over one
   or two threads, and the sums then differ in their last bits. Our kernels do
   not (they never split a sum across threads). So a seeded training is
@@ -30,7 +40,9 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-import numba
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "14")  # before NumPy loads OpenBLAS
+
+import numba  # noqa: E402  (imports NumPy)
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"

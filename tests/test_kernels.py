@@ -2,10 +2,11 @@
 
 import numpy as np
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import conv_cases, pool_cases, seeds
 from minilottery import kernels, reference
-from minilottery.layers import Conv2d, MaxPool2d
+from minilottery.layers import Conv2d, MaxPool2d, ReLU
 
 FAST = settings(deadline=None, max_examples=25)
 
@@ -23,6 +24,30 @@ def test_im2col_equals_reference(case, seed):
     kernels.im2col(x, k, s, p, cols)
     np.testing.assert_array_equal(cols, reference.im2col(x, k, s, p))
 
+
+
+@st.composite
+def same_conv_cases(draw):
+    """(N, C, H, W, k, padding) of a stride-1 "same" convolution (odd k, padding (k-1)/2),
+    the case im2col and col2im copy as one contiguous block (the paper's 3x3 convs)."""
+    k = draw(st.sampled_from([1, 3, 5]))
+    return (draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 7)),
+            draw(st.integers(1, 7)), k, (k - 1) // 2)
+
+
+@FAST
+@given(case=same_conv_cases(), seed=seeds)
+def test_im2col_and_col2im_same_convolution_equal_reference(case, seed):
+    n, c, h, w, k, p = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    cols = np.full((c * k * k, n * h * w), np.nan, dtype=np.float32)
+    kernels.im2col(x, k, 1, p, cols)
+    np.testing.assert_array_equal(cols, reference.im2col(x, k, 1, p))
+    dcols = rng.standard_normal(cols.shape)
+    dx = np.full((n, c, h, w), np.nan)
+    kernels.col2im(dcols, k, 1, p, dx)
+    np.testing.assert_allclose(dx, reference.col2im(dcols, (n, c, h, w), k, 1, p), rtol=1e-12, atol=1e-12)
 
 @FAST
 @given(case=conv_cases(), seed=seeds)
@@ -65,6 +90,27 @@ def test_conv2d_layer_equals_reference(case, seed):
     np.testing.assert_allclose(layer.grads["W"], dW_ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(layer.grads["b"], db_ref, rtol=1e-4, atol=1e-4)
 
+
+
+@FAST
+@given(case=conv_cases(), seed=seeds)
+def test_conv2d_fused_relu_equals_conv2d_then_relu(case, seed):
+    """Conv2d.forward(x, relu=True) is Conv2d then ReLU, forward and backward, bit for bit."""
+    rng = np.random.default_rng(seed)
+    layer, x = _conv_layer(case, rng)
+    relu = ReLU()
+    y = relu.forward(layer.forward(x))
+    dout = rng.standard_normal(y.shape).astype(np.float32)
+    dx = layer.backward(relu.backward(dout))
+    grads = {k: v.copy() for k, v in layer.grads.items()}
+
+    y_fused = layer.forward(x, relu=True)
+    np.testing.assert_array_equal(y_fused, y)
+    dx_fused = layer.backward(dout)
+    np.testing.assert_array_equal(dx_fused, dx)
+    for key, grad in grads.items():
+        np.testing.assert_array_equal(layer.grads[key], grad, err_msg=key)
+    assert np.any(y == 0) == np.any(y_fused == 0)
 
 def _pool_input(case, seed, ties):
     n, c, h, w, _, _ = case

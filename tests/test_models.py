@@ -138,6 +138,29 @@ def test_sequential_backward_matches_finite_differences():
         assert rel_error(grads[name], numerical_gradient(loss, param)) < 1e-6, name
 
 
+
+def test_sequential_fused_conv_relu_equals_the_layers_one_by_one():
+    """Sequential runs Conv2d + ReLU as one fused pass; walking the same layers one by one
+    (unfused) must give the same output, grads and dx, bit for bit."""
+    rng = np.random.default_rng(1)
+    model = models.conv4(seed=3)
+    x = rng.standard_normal((3, 3, 32, 32)).astype(np.float32)
+    dlogits = rng.standard_normal((3, 10)).astype(np.float32)
+    assert model._fuses_relu(0) and not model._fuses_relu(1)
+
+    h = x
+    for layer in model.layers:
+        h = layer.forward(h)
+    d = dlogits
+    for layer in reversed(model.layers):
+        d = layer.backward(d)
+    grads = {k: v.copy() for k, v in model.named_grads().items()}
+
+    np.testing.assert_array_equal(model.forward(x), h)
+    np.testing.assert_array_equal(model.backward(dlogits), d)
+    for name, grad in model.named_grads().items():
+        np.testing.assert_array_equal(grad, grads[name], err_msg=name)
+
 def test_set_masks_zeroes_weights_and_validates():
     model = models.lenet300_100(seed=0)
     rng = np.random.default_rng(0)
