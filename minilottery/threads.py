@@ -15,8 +15,8 @@ runs our kernels. Two facts shape how we use them:
   NCHW) shared the cores with two spinning threads and took twice as long
   (a Conv-4 step: 430 -> 375 ms without it). ``OPENBLAS_THREAD_TIMEOUT=14``
   (2^14 cycles, a few microseconds) makes them sleep almost at once. OpenBLAS
-  reads it when NumPy loads it, so it is set here, before ``import numba``
-  imports NumPy, and it only takes effect when minilottery is imported before
+  reads it when NumPy loads it, so it is set here, at the import of the
+  package, and it only takes effect when minilottery is imported before
   NumPy (as ``python -m minilottery.run`` does; scripts: import minilottery
   first). A value the user set wins. With 1 BLAS thread (training) nothing spins.
 * **Reproducibility.** OpenBLAS splits a float32 product differently over one
@@ -37,15 +37,19 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "14")  # before NumPy loads OpenBLAS
-
-import numba  # noqa: E402  (imports NumPy)
-
+# Both settings are read when the libraries load, so they are set before
+# anything imports NumPy or Numba; numba's config is also set directly in case
+# it was imported first. A value the user set wins. (Numba itself is not
+# imported here: loading data does not need it.)
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "14")
 if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+    os.environ["NUMBA_THREADING_LAYER"] = "workqueue"
+    if "numba" in sys.modules:
+        sys.modules["numba"].config.THREADING_LAYER = "workqueue"
 
 
 def _find_openblas():
