@@ -34,9 +34,11 @@ class ConsoleReporter(Reporter):
     the ETA extrapolates the iterations per second measured so far.
     """
 
-    def __init__(self, total_trainings, iterations, branches, out=sys.stdout, err=sys.stderr,
-                 live=None):
+    def __init__(self, total_trainings, iterations, branches, levels=None, out=sys.stdout,
+                 err=sys.stderr, live=None):
         self.total = total_trainings
+        self.levels = levels        # how many levels the run has, for the bar over levels
+        self.levels_done = 0
         self.iterations = iterations
         self.branches = branches
         self.out, self.err = out, err
@@ -65,16 +67,24 @@ class ConsoleReporter(Reporter):
         remaining = self.total * self.iterations - done
         eta = self.elapsed() * remaining / done if done else 0.0
         parts = [f"trainings {bar(self.finished / max(self.total, 1))} {self.finished}/{self.total}"]
+        if self.levels:
+            parts.insert(0, f"levels {bar(self.levels_done / self.levels, 8)} "
+                            f"{self.levels_done}/{self.levels}")
         for piece, (iteration, val_acc) in sorted(self.running.items(), key=lambda kv: str(kv[0])):
             parts.append(f"{piece} {bar(iteration / self.iterations, 8)} val {100 * val_acc:.1f}%")
         parts.append(f"ETA {duration(eta)}")
         self.err.write("\r" + "  ".join(parts)[:LINE_WIDTH].ljust(LINE_WIDTH))
         self.err.flush()
 
-    def level_done(self, level, rows):
+    def close(self):
+        """Clear the progress line (at the end, or when interrupted)."""
         if self.live:
             self.err.write("\r" + " " * LINE_WIDTH + "\r")
             self.err.flush()
+
+    def level_done(self, level, rows):
+        self.levels_done = level + 1
+        self.close()
         if not self.header_printed:
             print(table_header(self.branches), file=self.out)
             self.header_printed = True

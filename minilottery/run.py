@@ -138,14 +138,16 @@ def main(argv=None):
         branches = ["ticket"] + ["reinit"] * (config.reinits > 0) + ["random"] * (config.random_prunes > 0)
         print(f"{config.net}: {config.rounds + 1} levels x {config.trials} trials, "
               f"{config.iterations} iterations each; {len(todo)} trainings to do -> {args.out}")
-        reporter = ConsoleReporter(len(todo), config.iterations, branches)
+        reporter = ConsoleReporter(len(todo), config.iterations, branches, levels=config.rounds + 1)
         try:
             lottery.run_experiment(config, args.out, data=data, jobs=args.jobs, reporter=reporter)
         except KeyboardInterrupt:
+            reporter.close()
             print(f"\nInterrupted. Finished trainings are saved in {args.out}; continue with:\n"
                   f"  python -m minilottery.run {config.net} --out {args.out} --resume",
                   file=sys.stderr)
             return 130
+        reporter.close()
         print(f"done in {duration(reporter.elapsed())}")
 
     print()
