@@ -203,11 +203,11 @@ def level_pieces(config, level):
 def write_masks(run, config, trial, level):
     """Compute this level's mask (and the random-pruning controls' masks) once, from disk."""
     if not run.mask(trial, level).exists():
-        template = build_model(config, seed=0).named_masks()
+        template = build_model(config, seed=0)  # for the layer names and shapes only
         if level == 0:
-            mask = {name: np.ones_like(m) for name, m in template.items()}
+            mask = {name: np.ones_like(m) for name, m in template.named_masks().items()}
         else:
-            rates = pruning_rates(config, build_model(config, seed=0))
+            rates = pruning_rates(config, template)
             if config.one_shot:
                 # Prune the trained dense network once, to level-many rounds' size.
                 trained = load_arrays(run.piece(Piece(trial, 0, "ticket")) / "final.npz")
