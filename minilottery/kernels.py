@@ -14,22 +14,25 @@ Layouts (NCHW images, as everywhere in minilottery):
                                     n*OH*OW + oh*OW + ow (0 where it falls into
                                     the zero padding)
 
-With this layout a convolution of the whole batch is ONE large matrix product,
-which BLAS runs near its peak and splits well over threads:
+With this layout the convolution of a group of images is ONE matrix product,
 
     out_cn = W.reshape(O, C*k*k) @ cols             -> (O, N*OH*OW), i.e. (O, N, OH, OW)
 
 and the weight gradient is one product too, dW = dout_cn @ cols^T, its sum over
-the batch done inside BLAS. (Conv2d moves out_cn to NCHW while adding the bias,
-one pass it needs anyway.)
+the group's images done inside BLAS. (Conv2d moves out_cn to NCHW while adding
+the bias, one pass it needs anyway, and keeps each group small enough for cols
+to stay in cache: see its docstring.)
 
 Inner loops run over slices indexed from 0 (``for q in range(view.size)``) and
 have no branch inside: Numba then knows no index is negative and the compiler
 turns them into SIMD instructions. Stride 1 gets its own plain-copy loop for the
 same reason (with a runtime stride the compiler cannot vectorize).
 
-Parallelism: the outer loop of each kernel runs over the N*C (example,
-channel) planes with ``prange``; every iteration writes only its own plane, so
+Parallelism: the convolution kernels (im2col, col2im and the two moves) are
+serial and release the GIL (``nogil=True``): Conv2d runs them on small groups
+of images, several groups at once in threads of its own (``threads.run_lanes``).
+The max-pool kernels are parallel: their outer loop runs over the N*C (example,
+channel) planes with ``prange``, and every iteration writes only its own plane, so
 there are no races. With ``NUMBA_DISABLE_JIT=1`` the same code runs as plain
 Python (slowly), which is handy for stepping through it in a debugger.
 
@@ -59,7 +62,7 @@ def _valid_range(out_size, size, stride, offset):
     return lo, max(lo, hi)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def im2col(x, kernel_size, stride, padding, cols):
     """Unfold image patches into columns: cols[c*k*k + i*k + j, n*OH*OW + oh*OW + ow] =
     x[n, c, oh*stride - padding + i, ow*stride - padding + j] (0 outside the image).
@@ -72,7 +75,7 @@ def im2col(x, kernel_size, stride, padding, cols):
     out_w = (width + 2 * padding - k) // stride + 1
     n_out = out_h * out_w
     same = stride == 1 and out_w == width     # e.g. 3x3, padding 1: see _im2col_same_row
-    for plane in prange(n_img * n_ch):
+    for plane in range(n_img * n_ch):
         n = plane // n_ch
         c = plane % n_ch
         for i in range(k):
@@ -135,7 +138,7 @@ def _im2col_same_row(plane, shift, h_lo, h_hi, w_lo, w_hi, dst):
             row[q] = 0.0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def col2im(cols, kernel_size, stride, padding, dx):
     """The adjoint of im2col: add every column entry back onto the pixel it was
     copied from. dx[n, c, h, w] = sum of cols[c*k*k + i*k + j, n*OH*OW + oh*OW + ow] over
@@ -148,7 +151,7 @@ def col2im(cols, kernel_size, stride, padding, dx):
     out_h = (height + 2 * padding - k) // stride + 1
     out_w = (width + 2 * padding - k) // stride + 1
     n_out = out_h * out_w
-    for plane in prange(n_img * n_ch):
+    for plane in range(n_img * n_ch):
         n = plane // n_ch
         c = plane % n_ch
         plane_dx = dx[n, c]
@@ -237,7 +240,7 @@ def relu_backward(dout, y, dx):
             dx[r, q] = dout[r, q] if y[r, q] > 0 else 0.0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def cn_to_nchw(out_cn, b, relu, out):
     """Move a convolution's GEMM result to NCHW, adding the bias (and applying ReLU):
     out[n, o, q] = out_cn[o, n*Q + q] + b[o], then max(., 0) if `relu`.
@@ -246,7 +249,7 @@ def cn_to_nchw(out_cn, b, relu, out):
     One pass over memory instead of three (move + bias, then ReLU).
     """
     n_img, n_ch, q_size = out.shape
-    for plane in prange(n_img * n_ch):
+    for plane in range(n_img * n_ch):
         n = plane // n_ch
         o = plane % n_ch
         src = out_cn[o, n * q_size:(n + 1) * q_size]
@@ -261,7 +264,7 @@ def cn_to_nchw(out_cn, b, relu, out):
                 dst[q] = src[q] + bias
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def nchw_to_cn(dout, y, relu, dout_cn):
     """The backward move of cn_to_nchw: dout_cn[o, n*Q + q] = dout[n, o, q], times
     (y[n, o, q] > 0) if `relu` (y = the ReLU's output, i.e. ReLU's backward on the way).
@@ -269,7 +272,7 @@ def nchw_to_cn(dout, y, relu, dout_cn):
     dout, y: (N, O, Q) (y unused unless relu); dout_cn: (O, N*Q), fully overwritten.
     """
     n_img, n_ch, q_size = dout.shape
-    for plane in prange(n_img * n_ch):
+    for plane in range(n_img * n_ch):
         n = plane // n_ch
         o = plane % n_ch
         src = dout[n, o]

@@ -25,7 +25,12 @@ runs our kernels. Two facts shape how we use them:
   reproducible bit for bit only at a fixed BLAS thread count: ``train``
   always runs with ``blas_threads(1)``, in every process, whatever
   ``--jobs`` is, and the lottery gets its parallelism from running
-  trainings side by side (and from the Numba kernels).
+  trainings side by side.
+* **Lanes.** A convolution works on small groups of images (so that its im2col
+  matrix stays in cache) and splits the groups over as many threads as BLAS
+  has, each running its products with one BLAS thread (``run_lanes``). Like
+  BLAS, it then sums dW in a different order: the lane count is the BLAS
+  thread count, so the rule above covers it.
 
 ``blas_threads`` works with the OpenBLAS that NumPy's wheels bundle. With
 another BLAS it does nothing (``blas_thread_control()`` says so), and
@@ -97,3 +102,41 @@ def blas_threads(count):
         yield
     finally:
         set_(previous)
+
+
+def blas_thread_count():
+    """How many threads NumPy's BLAS uses now (1 when that cannot be read)."""
+    return _OPENBLAS[0]() if _OPENBLAS is not None else 1
+
+
+_lane_pool = None            # (threads in it, the pool), kept from one call to the next
+
+
+def run_lanes(work, lanes):
+    """Call ``work(lane)`` for lane = 0 .. lanes-1 at the same time, one thread per lane.
+
+    The calling thread runs lane 0; a small pool of threads, kept for the next call,
+    runs the others. While the lanes run, BLAS uses one thread, so ``lanes`` is the
+    number of busy cores (no lane's matrix product wakes further BLAS threads).
+    The lanes' NumPy products and ``nogil`` Numba kernels release the GIL, so the
+    lanes really run in parallel. An exception raised in a lane is re-raised here,
+    after every lane has finished.
+    """
+    global _lane_pool
+    if lanes <= 1:
+        work(0)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    if _lane_pool is None or _lane_pool[0] < lanes - 1:
+        _lane_pool = (lanes - 1, ThreadPoolExecutor(lanes - 1, thread_name_prefix="minilottery-lane"))
+    pool = _lane_pool[1]
+    with blas_threads(1):
+        others = [pool.submit(work, lane) for lane in range(1, lanes)]
+        try:
+            work(0)
+        finally:
+            for future in others:
+                future.exception()          # wait for it; its error is raised below
+        for future in others:
+            future.result()

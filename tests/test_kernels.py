@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from conftest import conv_cases, pool_cases, seeds
 from minilottery import kernels, reference
 from minilottery.layers import Conv2d, MaxPool2d, ReLU
+from minilottery.threads import blas_threads
 
 FAST = settings(deadline=None, max_examples=25)
 
@@ -70,19 +71,24 @@ def _conv_layer(case, rng, dtype=np.float32):
 
 
 @FAST
-@given(case=conv_cases(), seed=seeds)
-def test_conv2d_layer_equals_reference(case, seed):
+@given(case=conv_cases(), seed=seeds, one_image_groups=st.booleans(), lanes=st.sampled_from([1, 2]))
+def test_conv2d_layer_equals_reference(case, seed, one_image_groups, lanes):
+    """Whatever the grouping of the batch (one image per group, or all in one) and the
+    number of lanes (= BLAS threads) the groups are split over."""
     rng = np.random.default_rng(seed)
     layer, x = _conv_layer(case, rng)
-    y = layer.forward(x)
+    if one_image_groups:
+        layer.group_bytes = 1
+    with blas_threads(lanes):
+        y = layer.forward(x)
+        dout = rng.standard_normal(y.shape).astype(np.float32)
+        dx = layer.backward(dout)
     W, b = layer.params["W"], layer.params["b"]
     x64, W64 = x.astype(np.float64), W.astype(np.float64)
     y_ref = reference.conv2d_forward(x64, W64, b.astype(np.float64), layer.stride, layer.padding)
     assert y.dtype == np.float32 and y.shape == y_ref.shape
     np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
 
-    dout = rng.standard_normal(y.shape).astype(np.float32)
-    dx = layer.backward(dout)
     dx_ref, dW_ref, db_ref = reference.conv2d_backward(dout.astype(np.float64), x64, W64,
                                                        layer.stride, layer.padding)
     assert dx.dtype == np.float32

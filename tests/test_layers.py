@@ -1,5 +1,7 @@
 """Layers: finite-difference gradient checks, masks, shapes and errors, dtypes, dropout."""
 
+import threading
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -8,6 +10,7 @@ from hypothesis import strategies as st
 from conftest import conv_cases, pool_cases, seeds
 from minilottery.gradcheck import check_layer, numerical_gradient, rel_error
 from minilottery.layers import Conv2d, Dense, Dropout, Flatten, MaxPool2d, ReLU
+from minilottery.threads import blas_threads, run_lanes
 
 FAST = settings(deadline=None, max_examples=15)
 TOL = 1e-7   # float64 central differences; linear layers come out near 1e-10
@@ -37,11 +40,13 @@ def test_dense_gradcheck(n, d_in, d_out, seed):
 
 
 @FAST
-@given(case=conv_cases(), seed=seeds)
-def test_conv2d_gradcheck(case, seed):
+@given(case=conv_cases(), seed=seeds, one_image_groups=st.booleans())
+def test_conv2d_gradcheck(case, seed, one_image_groups):
     n, c, h, w, o, k, s, p = case
     rng = np.random.default_rng(seed)
     layer = _random_params(Conv2d(c, o, k, stride=s, padding=p), rng)
+    if one_image_groups:
+        layer.group_bytes = 1      # dW, db summed over groups, dx assembled from them
     _assert_small(check_layer(layer, rng.standard_normal((n, c, h, w)), seed=seed))
 
 
@@ -212,13 +217,51 @@ def test_invalid_hyperparameters():
             Dropout(p)
 
 
-def test_conv_inference_in_chunks_equals_one_pass():
+def test_conv_groups_and_lanes_are_deterministic():
+    """The same batch gives the same bits every time, for each grouping and lane count;
+    groupings and lane counts agree to float32 rounding (the sums are split differently)."""
     rng = np.random.default_rng(3)
-    layer = _random_params(Conv2d(2, 3, 3, stride=2, padding=1), rng)
     x = rng.standard_normal((7, 2, 6, 6)).astype(np.float32)
-    full = layer.forward(x, training=True)
-    layer.inference_chunk = 3        # 7 images in chunks of 3, 3, 1
-    np.testing.assert_array_equal(layer.forward(x, training=False), full)
+    dout = rng.standard_normal((7, 3, 3, 3)).astype(np.float32)
+    results = {}
+    for group_bytes in (1, 2 * 18 * 9 * 4, Conv2d.group_bytes):   # 1, 2 and all 7 images per group
+        for lanes in (1, 2):
+            for repeat in range(2):
+                layer = _random_params(Conv2d(2, 3, 3, stride=2, padding=1), np.random.default_rng(0))
+                layer.group_bytes = group_bytes
+                with blas_threads(lanes):
+                    y = layer.forward(x, training=True)
+                    y_inference = layer.forward(x, training=False)
+                    layer.forward(x, training=True)
+                    dx = layer.backward(dout)
+                got = [y, y_inference, dx, layer.grads["W"].copy(), layer.grads["b"].copy()]
+                if repeat:
+                    for a, b in zip(got, results[group_bytes, lanes]):
+                        np.testing.assert_array_equal(a, b)
+                results[group_bytes, lanes] = got
+    first = results[1, 1]
+    for got in results.values():
+        for a, b in zip(got, first):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_run_lanes_runs_every_lane_at_once_and_reraises():
+    started = []
+    both_running = threading.Barrier(2, timeout=10)   # breaks unless the lanes overlap
+
+    def work(lane):
+        started.append(lane)
+        both_running.wait()
+
+    run_lanes(work, 2)
+    assert sorted(started) == [0, 1]
+
+    def fails_in_lane_1(lane):
+        if lane == 1:
+            raise ArithmeticError("lane 1")
+
+    with pytest.raises(ArithmeticError, match="lane 1"):
+        run_lanes(fails_in_lane_1, 2)
 
 
 def test_outputs_are_fresh_arrays():
