@@ -74,7 +74,25 @@ def im2col(x, kernel_size, stride, padding, cols):
     out_h = (height + 2 * padding - k) // stride + 1
     out_w = (width + 2 * padding - k) // stride + 1
     n_out = out_h * out_w
-    same = stride == 1 and out_w == width     # e.g. 3x3, padding 1: see _im2col_same_row
+    if stride == 1 and out_w == width:                  # "same": see _same_span
+        inside = _columns_inside(width, k, padding, n_out)
+        zero = np.zeros(1, cols.dtype)[0]      # a 0 of the data's dtype keeps the loop in it
+        for plane in range(n_img * n_ch):
+            n = plane // n_ch
+            c = plane % n_ch
+            flat = x[n, c].reshape(height * width)
+            for i in range(k):
+                for j in range(k):
+                    dst = cols[c * k * k + i * k + j, n * n_out:(n + 1) * n_out]
+                    lo, hi, shift = _same_span(height, width, padding, i, j)
+                    for q in range(lo):
+                        dst[q] = 0.0
+                    part, src, keep = dst[lo:hi], flat[lo + shift:hi + shift], inside[j, lo:hi]
+                    for q in range(part.size):
+                        part[q] = src[q] if keep[q] else zero
+                    for q in range(hi, n_out):
+                        dst[q] = 0.0
+        return
     for plane in range(n_img * n_ch):
         n = plane // n_ch
         c = plane % n_ch
@@ -83,10 +101,6 @@ def im2col(x, kernel_size, stride, padding, cols):
             for j in range(k):
                 w_lo, w_hi = _valid_range(out_w, width, stride, j - padding)
                 dst = cols[c * k * k + i * k + j, n * n_out:(n + 1) * n_out]
-                if same:
-                    _im2col_same_row(x[n, c], (i - padding) * width + (j - padding),
-                                     h_lo, h_hi, w_lo, w_hi, dst)
-                    continue
                 for q in range(h_lo * out_w):                 # rows in the top padding
                     dst[q] = 0.0
                 for q in range(h_hi * out_w, n_out):          # rows in the bottom padding
@@ -97,45 +111,46 @@ def im2col(x, kernel_size, stride, padding, cols):
                     src = x[n, c, oh * stride - padding + i, start:]
                     for q in range(w_lo):                     # left padding
                         row[q] = 0.0
-                    inside = row[w_lo:w_hi]
+                    part = row[w_lo:w_hi]
                     if stride == 1:                           # a plain copy: SIMD
-                        for q in range(inside.size):
-                            inside[q] = src[q]
+                        for q in range(part.size):
+                            part[q] = src[q]
                     else:
-                        for q in range(inside.size):
-                            inside[q] = src[q * stride]
+                        for q in range(part.size):
+                            part[q] = src[q * stride]
                     for q in range(w_hi, out_w):              # right padding
                         row[q] = 0.0
 
 
 @njit(cache=True)
-def _im2col_same_row(plane, shift, h_lo, h_hi, w_lo, w_hi, dst):
-    """One row of cols for one image when stride == 1 and OH, OW == H, W ("same"
-    convolution). Then output row oh reads input row oh + i - p shifted by j - p, so in
-    the flattened plane dst[q] = plane.flat[q + shift] with shift = (i - p)*W + (j - p):
-    ONE long contiguous copy (SIMD, no per-row overhead; that matters for 16x16
-    planes), after which the entries that belong to the padding are set to 0: whole
-    rows above h_lo / below h_hi, and the columns left of w_lo / right of w_hi (there
-    the copy wrapped around into the neighbouring row).
+def _same_span(height, width, padding, i, j):
+    """A "same" convolution (stride 1, OH, OW = H, W) seen on flattened planes: output
+    pixel q = oh*W + ow reads input pixel q + shift, shift = (i - p)*W + (j - p), for
+    kernel offset (i, j). Returns (lo, hi, shift) where [lo, hi) are the output pixels
+    whose input ROW is inside the image. So one row of cols is one long run
+    cols[.., lo:hi] <-> plane[lo + shift:hi + shift] (SIMD, no loop per image row,
+    which matters for 16x16 and 8x8 planes); within it, the pixels whose input COLUMN
+    falls off the left or right edge (where the run wraps into the neighbouring row)
+    are the ones ``_columns_inside`` marks 0.
     """
-    height, width = plane.shape
-    flat = plane.reshape(height * width)
-    lo = max(h_lo * width, -shift)                   # copy dst[lo:hi], reading flat[q + shift]
-    hi = max(lo, min(h_hi * width, height * width - shift))
-    for q in range(lo):
-        dst[q] = 0.0
-    inside = dst[lo:hi]
-    src = flat[lo + shift:hi + shift]
-    for q in range(inside.size):
-        inside[q] = src[q]
-    for q in range(hi, dst.size):
-        dst[q] = 0.0
-    for oh in range(h_lo, h_hi):
-        row = dst[oh * width:(oh + 1) * width]
-        for q in range(w_lo):
-            row[q] = 0.0
-        for q in range(w_hi, width):
-            row[q] = 0.0
+    shift = (i - padding) * width + (j - padding)
+    h_lo, h_hi = _valid_range(height, height, 1, i - padding)
+    size = height * width                 # clamped to [0, size]: tiny planes, wide padding
+    lo = min(max(h_lo * width, -shift), size)
+    hi = min(max(lo, min(h_hi * width, size - shift)), size)
+    return lo, hi, shift
+
+
+@njit(cache=True)
+def _columns_inside(width, kernel_size, padding, n_out):
+    """inside[j, q] = True when output pixel q of a "same" convolution, in kernel
+    column j, reads an input column inside [0, W): 0 <= q % W + j - p < W."""
+    inside = np.empty((kernel_size, n_out), dtype=np.bool_)
+    for j in range(kernel_size):
+        for q in range(n_out):
+            column = q % width + j - padding
+            inside[j, q] = 0 <= column < width
+    return inside
 
 
 @njit(cache=True, nogil=True)
@@ -151,28 +166,36 @@ def col2im(cols, kernel_size, stride, padding, dx):
     out_h = (height + 2 * padding - k) // stride + 1
     out_w = (width + 2 * padding - k) // stride + 1
     n_out = out_h * out_w
+    same = stride == 1 and out_w == width               # see _same_span
+    inside = _columns_inside(width, k, padding, n_out if same else 0)
+    zero = np.zeros(1, dx.dtype)[0]            # a 0 of the data's dtype keeps the loop in it
     for plane in range(n_img * n_ch):
         n = plane // n_ch
         c = plane % n_ch
-        plane_dx = dx[n, c]
-        for h in range(height):
-            for w in range(width):
-                plane_dx[h, w] = 0.0
+        flat = dx[n, c].reshape(height * width)
+        for q in range(flat.size):
+            flat[q] = 0.0
         for i in range(k):
             h_lo, h_hi = _valid_range(out_h, height, stride, i - padding)
             for j in range(k):
-                w_lo, w_hi = _valid_range(out_w, width, stride, j - padding)
                 src = cols[c * k * k + i * k + j, n * n_out:(n + 1) * n_out]
+                if same:
+                    lo, hi, shift = _same_span(height, width, padding, i, j)
+                    part, dst, keep = src[lo:hi], flat[lo + shift:hi + shift], inside[j, lo:hi]
+                    for q in range(part.size):
+                        dst[q] += part[q] if keep[q] else zero
+                    continue
+                w_lo, w_hi = _valid_range(out_w, width, stride, j - padding)
                 for oh in range(h_lo, h_hi):
                     start = w_lo * stride - padding + j
                     dst = dx[n, c, oh * stride - padding + i, start:]
-                    inside = src[oh * out_w + w_lo:oh * out_w + w_hi]
+                    part = src[oh * out_w + w_lo:oh * out_w + w_hi]
                     if stride == 1:                           # a plain add: SIMD
-                        for q in range(inside.size):
-                            dst[q] += inside[q]
+                        for q in range(part.size):
+                            dst[q] += part[q]
                     else:
-                        for q in range(inside.size):
-                            dst[q * stride] += inside[q]
+                        for q in range(part.size):
+                            dst[q * stride] += part[q]
 
 
 @njit(cache=True, parallel=True)

@@ -50,6 +50,23 @@ def test_im2col_and_col2im_same_convolution_equal_reference(case, seed):
     kernels.col2im(dcols, k, 1, p, dx)
     np.testing.assert_allclose(dx, reference.col2im(dcols, (n, c, h, w), k, 1, p), rtol=1e-12, atol=1e-12)
 
+
+@FAST
+@given(h=st.integers(1, 12), w=st.integers(1, 12), k=st.sampled_from([1, 3, 5, 7]))
+def test_same_span_stays_inside_both_planes(h, w, k):
+    """Compiled kernels do not check bounds: the runs im2col copies and col2im adds
+    must lie inside the output plane and the input plane, even for planes smaller
+    than the kernel."""
+    p = (k - 1) // 2                          # odd k, stride 1: OH, OW == H, W
+    size = h * w
+    for i in range(k):
+        for j in range(k):
+            lo, hi, shift = kernels._same_span(h, w, p, i, j)
+            assert 0 <= lo <= hi <= size
+            if hi > lo:
+                assert 0 <= lo + shift and hi + shift <= size
+
+
 @FAST
 @given(case=conv_cases(), seed=seeds)
 def test_col2im_equals_reference(case, seed):
