@@ -4,14 +4,14 @@ With ``--jobs 2`` every worker process needs the whole dataset (CIFAR-10: 737 MB
 of float32). Pickled into each worker, as a process pool's initializer
 arguments are, it would exist once per process, plus transient copies while
 it is pickled and unpickled: a shrunk Conv-6 run with two workers peaked at
-3.6 GB (see benchmarks/README.md). Instead:
+3565 MB over its processes, 2077 MB with what follows (benchmarks/README.md). Instead:
 
 1. the main process loads the dataset straight into shared memory: the
    loaders take an ``allocate`` function, and ``SharedArrays.empty`` makes
    each array in its own named segment;
 2. ``SharedArrays.dumps`` pickles what the workers need with every large
    array replaced by its segment's name (an array not made by ``empty`` is
-   copied into a new segment once), so the pickle is a few kilobytes;
+   copied into a new segment once), so the pickle holds little more than the labels;
 3. unpickling it in a worker maps the segments (read-only there): every
    process reads the same physical pages, whatever the number of workers.
 
