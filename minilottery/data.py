@@ -130,12 +130,16 @@ def _fmt(values) -> str:
 # Public loaders
 # --------------------------------------------------------------------------
 
-def load_mnist(data_dir=None, *, val_size=5000, val_seed=0, normalize=True, download=True) -> Dataset:
+def load_mnist(data_dir=None, *, val_size=5000, val_seed=0, normalize=True, download=True,
+               allocate=np.empty) -> Dataset:
     """MNIST: 60,000 training and 10,000 test digits, 1x28x28.
 
     Returns a Dataset with (60,000 - val_size) training and val_size validation
     examples (the held-out ones drawn with ``np.random.default_rng(val_seed)``).
     See the module docstring for where the files are looked for.
+    ``allocate(shape, dtype)`` makes the three float32 image arrays (default
+    ``np.empty``; the command line passes ``SharedArrays.empty`` to load them
+    straight into shared memory for its worker processes, see minilottery.shared).
     """
     folder, looked = _find("mnist", data_dir, _mnist_missing)
     if folder is None:
@@ -144,15 +148,16 @@ def load_mnist(data_dir=None, *, val_size=5000, val_seed=0, normalize=True, down
     x_train, y_train = dataformats.read_mnist_pair(folder, "train")
     x_test, y_test = dataformats.read_mnist_pair(folder, "t10k")
     return _build("mnist", dataformats.MNIST_CLASSES, x_train, y_train, x_test, y_test,
-                  val_size, val_seed, normalize, str(folder))
+                  val_size, val_seed, normalize, str(folder), allocate)
 
 
-def load_cifar10(data_dir=None, *, val_size=5000, val_seed=0, normalize=True, download=True) -> Dataset:
+def load_cifar10(data_dir=None, *, val_size=5000, val_seed=0, normalize=True, download=True,
+                 allocate=np.empty) -> Dataset:
     """CIFAR-10: 50,000 training and 10,000 test colour images, 3x32x32.
 
     Reads the canonical python batches (extracted folder or tar.gz) or the
     .npz layout (see minilottery.dataformats); (50,000 - val_size) training and
-    val_size validation examples.
+    val_size validation examples. ``allocate``: as for load_mnist.
     """
     source, looked = _find("cifar10", data_dir, _cifar_missing)
     if source is None:
@@ -169,7 +174,7 @@ def load_cifar10(data_dir=None, *, val_size=5000, val_seed=0, normalize=True, do
         arrays = dataformats.read_cifar_tar(source)
     x_train, y_train, x_test, y_test, classes = arrays
     return _build("cifar10", classes, x_train, y_train, x_test, y_test,
-                  val_size, val_seed, normalize, str(source))
+                  val_size, val_seed, normalize, str(source), allocate)
 
 
 # --------------------------------------------------------------------------
@@ -341,7 +346,8 @@ def _download_cifar10(folder: Path) -> None:
 # Split, convert, normalise
 # --------------------------------------------------------------------------
 
-def _build(name, classes, x_train, y_train, x_test, y_test, val_size, val_seed, normalize, source) -> Dataset:
+def _build(name, classes, x_train, y_train, x_test, y_test, val_size, val_seed, normalize, source,
+           allocate=np.empty) -> Dataset:
     """uint8 NCHW arrays (possibly strided views) -> a normalised float32 Dataset."""
     n = len(x_train)
     if isinstance(val_size, bool) or not isinstance(val_size, (int, np.integer)) or not 0 <= val_size < n:
@@ -359,7 +365,7 @@ def _build(name, classes, x_train, y_train, x_test, y_test, val_size, val_seed, 
     splits = {}
     for split, x, idx in (("train", x_train, train_idx), ("val", x_train, val_idx),
                           ("test", x_test, np.arange(len(x_test)))):
-        splits[split] = _to_float(x, idx, mean, std, normalize)
+        splits[split] = _to_float(x, idx, mean, std, normalize, allocate)
     return Dataset(name=name, classes=tuple(classes),
                    x_train=splits["train"], y_train=y_train[train_idx],
                    x_val=splits["val"], y_val=y_train[val_idx],
@@ -388,13 +394,14 @@ def _pixel_statistics(x_u8: np.ndarray, idx: np.ndarray, chunk: int = 5000):
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def _to_float(x_u8: np.ndarray, idx: np.ndarray, mean, std, normalize: bool, chunk: int = 5000) -> np.ndarray:
+def _to_float(x_u8: np.ndarray, idx: np.ndarray, mean, std, normalize: bool, allocate=np.empty,
+              chunk: int = 5000) -> np.ndarray:
     """x_u8[idx] as contiguous float32 NCHW, (x/255 - mean)/std, never in float64.
 
     Chunked, so only chunk uint8 images are gathered at a time; the float32
     output is the only big allocation.
     """
-    out = np.empty((len(idx),) + x_u8.shape[1:], np.float32)
+    out = allocate((len(idx),) + x_u8.shape[1:], np.float32)
     shape = (1, -1, 1, 1)
     for start in range(0, len(idx), chunk):
         part = out[start:start + chunk]

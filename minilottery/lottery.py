@@ -116,13 +116,16 @@ class Reporter:
         pass
 
 
-def run_experiment(config, run_dir, *, data=None, data_dir=None, jobs=1, reporter=None):
+def run_experiment(config, run_dir, *, data=None, data_dir=None, jobs=1, reporter=None,
+                   shared_arrays=None):
     """Run (or resume) the experiment ``config`` in ``run_dir``; return the summary rows.
 
     ``data`` is a loaded Dataset, else it is loaded from ``data_dir`` (see
     ``minilottery.data``). Trainings already finished in ``run_dir`` are not
     repeated. ``jobs > 1`` runs independent trainings in that many processes,
-    with the same results as ``jobs = 1``.
+    with the same results as ``jobs = 1``; they map the dataset's arrays from
+    shared memory (``shared_arrays``: the SharedArrays that loaded ``data``, if
+    any, see ``load_data``; else the arrays are copied there for the run).
     """
     config.validate()
     check_schedule(config)
@@ -143,7 +146,8 @@ def run_experiment(config, run_dir, *, data=None, data_dir=None, jobs=1, reporte
     reported = 0  # levels are reported in order, each once all its trainings are done
     finished = run_tasks(pieces_to_do(config, run.root), ready=lambda piece: is_ready(run, piece),
                          work=_train_task, shared=(str(run.root), config, data), jobs=jobs,
-                         priority=_critical_path_first, on_progress=reporter.piece_progress)
+                         priority=_critical_path_first, on_progress=reporter.piece_progress,
+                         shared_arrays=shared_arrays)
     for piece, metrics in finished:
         reporter.piece_done(piece, metrics)
         if piece.branch == "ticket":
@@ -162,10 +166,14 @@ def run_experiment(config, run_dir, *, data=None, data_dir=None, jobs=1, reporte
     return rows
 
 
-def load_data(config, data_dir=None, download=True):
-    """The experiment's dataset with its validation split (see minilottery.data)."""
+def load_data(config, data_dir=None, download=True, allocate=np.empty):
+    """The experiment's dataset with its validation split (see minilottery.data).
+
+    ``allocate=shared_arrays.empty`` puts the images in shared memory, for workers.
+    """
     load = {"mnist": load_mnist, "cifar10": load_cifar10}[config.dataset]
-    return load(data_dir, val_size=config.val_size, val_seed=config.val_seed, download=download)
+    return load(data_dir, val_size=config.val_size, val_seed=config.val_seed, download=download,
+                allocate=allocate)
 
 
 def pieces_to_do(config, run_dir):

@@ -8,25 +8,35 @@ one finishes; the caller then writes the inputs of the next ones.
 
 With ``jobs > 1`` the tasks run in a ``concurrent.futures`` process pool
 (spawned, so nothing of this process's thread pools is inherited). Each
-worker receives ``shared`` once, when it starts, and reports progress
-through a queue that this process drains while it waits.
+worker receives ``shared`` once, when it starts, its large arrays through
+shared memory rather than as pickled bytes (see minilottery.shared: one copy
+of the dataset for all processes), and reports progress through a queue that
+this process drains while it waits.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import os
+import pickle
 import queue
+import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+
+from .shared import SharedArrays
 
 
-def run_tasks(tasks, *, ready, work, shared, jobs=1, priority=None, on_progress=None):
+def run_tasks(tasks, *, ready, work, shared, jobs=1, priority=None, on_progress=None,
+              shared_arrays=None):
     """Yield ``(task, work(shared, task, progress))`` for every task, as each finishes.
 
     ``ready(task)`` tells whether a task's inputs exist; it is asked again
     after every finished task. ``progress(*args)`` inside ``work`` reaches
-    ``on_progress(*args)`` here, from worker processes too.
+    ``on_progress(*args)`` here, from worker processes too. ``shared_arrays``:
+    the SharedArrays that made arrays of ``shared`` (they are then sent as they
+    are); without it, large arrays are copied into shared memory for the run.
     """
     pending = sorted(tasks, key=priority) if priority else list(tasks)
     report = on_progress or (lambda *args: None)
@@ -39,10 +49,11 @@ def run_tasks(tasks, *, ready, work, shared, jobs=1, priority=None, on_progress=
     workers = min(jobs, len(pending))
     context = multiprocessing.get_context("spawn")
     progress_queue = context.Queue()
-    # Workers are spawned on demand, so these settings must hold until shutdown.
-    with _threads_per_worker(max(1, (os.cpu_count() or 1) // workers)):
+    # Workers are spawned on demand, so these settings (and the segments) must last until shutdown.
+    with (SharedArrays() if shared_arrays is None else nullcontext(shared_arrays)) as arrays, \
+            _threads_per_worker(max(1, (os.cpu_count() or 1) // workers)):
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,
-                                   initargs=(work, shared, progress_queue))
+                                   initargs=(work, arrays.dumps(shared), progress_queue))
         try:
             running = {}
             while pending or running:
@@ -97,8 +108,20 @@ def _threads_per_worker(threads):
 _worker = {}
 
 
-def _worker_start(work, shared, progress_queue):
-    _worker.update(work=work, shared=shared, queue=progress_queue)
+def _worker_start(work, shared_pickle, progress_queue):
+    _worker.update(work=work, shared=pickle.loads(shared_pickle), queue=progress_queue)
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
+
+
+def _exit_with_parent():
+    """End this worker once the main process is gone.
+
+    A main process killed outright (SIGKILL) cannot shut its pool down, and its
+    idle workers would wait for tasks forever, holding their memory and keeping
+    the resource tracker from unlinking the dataset's shared memory.
+    """
+    multiprocessing.connection.wait([multiprocessing.parent_process().sentinel])
+    os._exit(1)
 
 
 def _worker_run(task):

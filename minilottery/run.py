@@ -13,10 +13,13 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from . import lottery
 from .config import NETS, PRESETS, Config, make_config
 from .progress import ConsoleReporter, duration
 from .results import read_summary, table
+from .shared import SharedArrays
 
 # flag -> Config field; every one defaults to None, meaning "the preset's value".
 OVERRIDES = {
@@ -107,6 +110,36 @@ def resolve_config(args):
     return config
 
 
+def train_missing(args, config, todo, prog):
+    """Load the dataset and train what ``todo`` lists; return the exit code (0: all done)."""
+    # With --jobs > 1 the dataset is loaded straight into shared memory, one copy
+    # that every worker maps (see minilottery.shared); the block's end unlinks it.
+    with SharedArrays() as shared_arrays:
+        allocate = shared_arrays.empty if args.jobs > 1 else np.empty
+        try:
+            data = lottery.load_data(config, args.data_dir, download=not args.no_download,
+                                     allocate=allocate)
+        except (OSError, ValueError) as error:  # missing or corrupt dataset
+            print(f"{prog}: error: {error}", file=sys.stderr)
+            return 2
+        branches = ["ticket"] + ["reinit"] * (config.reinits > 0) + ["random"] * (config.random_prunes > 0)
+        print(f"{config.net}: {config.rounds + 1} levels x {config.trials} trials, "
+              f"{config.iterations} iterations each; {len(todo)} trainings to do -> {args.out}")
+        reporter = ConsoleReporter(len(todo), config.iterations, branches, levels=config.rounds + 1)
+        try:
+            lottery.run_experiment(config, args.out, data=data, jobs=args.jobs, reporter=reporter,
+                                   shared_arrays=shared_arrays)
+        except KeyboardInterrupt:
+            reporter.close()
+            print(f"\nInterrupted. Finished trainings are saved in {args.out}; continue with:\n"
+                  f"  python -m minilottery.run {config.net} --out {args.out} --resume",
+                  file=sys.stderr)
+            return 130
+        reporter.close()
+        print(f"done in {duration(reporter.elapsed())}")
+    return 0
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -130,25 +163,9 @@ def main(argv=None):
     if args.resume and (args.out / "config.json").exists() and not todo:
         print(f"{args.out}: every training of this run is finished; nothing to train.")
     else:
-        try:
-            data = lottery.load_data(config, args.data_dir, download=not args.no_download)
-        except (OSError, ValueError) as error:  # missing or corrupt dataset
-            print(f"{parser.prog}: error: {error}", file=sys.stderr)
-            return 2
-        branches = ["ticket"] + ["reinit"] * (config.reinits > 0) + ["random"] * (config.random_prunes > 0)
-        print(f"{config.net}: {config.rounds + 1} levels x {config.trials} trials, "
-              f"{config.iterations} iterations each; {len(todo)} trainings to do -> {args.out}")
-        reporter = ConsoleReporter(len(todo), config.iterations, branches, levels=config.rounds + 1)
-        try:
-            lottery.run_experiment(config, args.out, data=data, jobs=args.jobs, reporter=reporter)
-        except KeyboardInterrupt:
-            reporter.close()
-            print(f"\nInterrupted. Finished trainings are saved in {args.out}; continue with:\n"
-                  f"  python -m minilottery.run {config.net} --out {args.out} --resume",
-                  file=sys.stderr)
-            return 130
-        reporter.close()
-        print(f"done in {duration(reporter.elapsed())}")
+        code = train_missing(args, config, todo, parser.prog)
+        if code:
+            return code
 
     print()
     print(table(read_summary(args.out)))

@@ -24,6 +24,7 @@ from hypothesis import given, settings, strategies as st
 from minilottery import dataformats
 from minilottery.data import (ChecksumError, DataError, DataFormatError, DatasetNotFoundError,
                               load_cifar10, load_mnist, minibatches)
+from minilottery.shared import SharedArrays
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -188,6 +189,23 @@ def test_mnist_normalised_with_training_split_statistics(isolated, monkeypatch):
     assert abs(ds.x_train.mean(dtype=np.float64)) < 1e-5
     assert abs(ds.x_train.std(dtype=np.float64) - 1) < 1e-5
 
+
+
+def test_loading_into_shared_memory_gives_the_same_dataset_bit_for_bit(isolated, monkeypatch):
+    fake_mnist(isolated / "mnist", monkeypatch)
+    expected = load_mnist(isolated, val_size=10, download=False)
+    made = []
+    with SharedArrays() as shared:
+        def allocate(shape, dtype):
+            made.append(shared.empty(shape, dtype))
+            return made[-1]
+        ds = load_mnist(isolated, val_size=10, download=False, allocate=allocate)
+        assert len(made) == 3 and all(a is b for a, b in zip(made, (ds.x_train, ds.x_val, ds.x_test)))
+        for split in ("train", "val", "test"):
+            got, want = getattr(ds, f"x_{split}"), getattr(expected, f"x_{split}")
+            assert got.dtype == want.dtype and got.shape == want.shape
+            assert got.tobytes() == want.tobytes()
+            np.testing.assert_array_equal(getattr(ds, f"y_{split}"), getattr(expected, f"y_{split}"))
 
 def test_val_size_must_fit(isolated, monkeypatch):
     fake_mnist(isolated / "mnist", monkeypatch)

@@ -101,7 +101,8 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes_the_same(tmp_path, finished_ru
     out = tmp_path / "interrupted"
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "minilottery.run", "lenet", *TINY, "--out", str(out), "--no-plots"],
+        [sys.executable, "-m", "minilottery.run", "lenet", *TINY, "--out", str(out), "--no-plots",
+         "--jobs", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
     deadline = time.monotonic() + 120
     while not (out / "trial0" / "level00" / "ticket" / "metrics.json").exists():
@@ -111,6 +112,8 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes_the_same(tmp_path, finished_ru
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "--resume" in stderr and "Traceback" not in stderr
+    if Path("/dev/shm").is_dir():  # the dataset's shared memory (see minilottery.shared) is gone
+        assert not list(Path("/dev/shm").glob(f"minilottery-{process.pid}-*"))
 
     result = run_cli("lenet", "--out", out, "--resume", "--no-plots")
     assert result.returncode == 0, result.stderr

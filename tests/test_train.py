@@ -1,12 +1,13 @@
 """The training loop: evaluation in chunks, the early-stop rule, checkpoints."""
 
+import tracemalloc
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from minilottery.layers import Dense, Dropout, Flatten, ReLU
+from minilottery.layers import Conv2d, Dense, Dropout, Flatten, MaxPool2d, ReLU
 from minilottery.losses import softmax_cross_entropy
 from minilottery.models import Sequential
 from minilottery.optim import Adam
@@ -78,6 +79,32 @@ def test_evaluate_in_chunks_equals_one_pass(n, chunk):
     assert loss == pytest.approx(expected_loss, rel=1e-5)
     assert accuracy == np.mean(logits.argmax(axis=1) == data.y_train)
 
+
+
+def peak_bytes_of_evaluation(model, x, y, batch_size):
+    """The most memory (NumPy's arrays included) evaluate allocates at once, beyond x and y."""
+    tracemalloc.start()
+    try:
+        evaluate(model, x, y, batch_size)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@settings(deadline=None, max_examples=5)
+@given(batch_size=st.integers(16, 64), factor=st.integers(8, 20))
+def test_evaluation_memory_does_not_grow_with_the_set(batch_size, factor):
+    model = Sequential(Conv2d(1, 4, 3, padding=1, name="conv"), ReLU(), MaxPool2d(2), Flatten(),
+                       Dense(256, 10, name="out"))
+    rng = np.random.default_rng(0)
+    n = 4 * batch_size
+    x = rng.standard_normal((factor * n, 1, 16, 16), dtype=np.float32)
+    y = rng.integers(0, 10, factor * n)
+    evaluate(model, x[:n], y[:n], batch_size)  # fills the layers' reusable buffers
+    small = peak_bytes_of_evaluation(model, x[:n], y[:n], batch_size)
+    large = peak_bytes_of_evaluation(model, x, y, batch_size)
+    # One pass over the large set would hold its conv activations alone: 4 KiB an image.
+    assert large <= small + 16 * 1024 < factor * n * 4096 // 4, (small, large)
 
 def test_early_stop_is_the_minimum_validation_loss_not_the_best_test_accuracy():
     history = History()
