@@ -11,9 +11,12 @@ What is measured (every ratio within one run of this script; the machine is nois
   cross-entropy, backward (the first layer's dx skipped, as training does), Adam
   step with the masks. Timed with 2 BLAS threads (what PyTorch gets below) and
   inside blas_threads(1) (what the lottery uses; see minilottery.threads).
-  Median over the repetitions, after warm-up steps.
+  Each timing is the median over the repetitions, after warm-up steps.
 * PyTorch (if importable): the same step, torch.set_num_threads(2): forward,
   cross-entropy, backward, grad *= mask, torch.optim.Adam step, weight *= mask.
+  Ours (2 threads) and PyTorch are timed in ROUNDS alternating rounds; the table
+  gives the median and the range over the rounds, and "ratio" is our rate over
+  PyTorch's within each round (paired), median and range.
 * Useful FLOPs of a step = 3 x the forward FLOPs of the Dense and Conv2d layers
   (forward, dW and dx products) minus one forward of the first layer (its dx is
   not computed, by us or by PyTorch). GFLOP/s = useful FLOPs / step time; "peak"
@@ -36,11 +39,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 ROOT = Path(__file__).resolve().parent.parent
 NETS = ("lenet", "conv2", "conv4", "conv6")
 EVAL_BATCH = {"lenet": 500, "conv2": 100, "conv4": 100, "conv6": 100}
 BATCH = 60
+ROUNDS = 3         # alternating rounds of ours and PyTorch, see measure_net
 
 
 def input_shape(net, n):
@@ -179,8 +184,6 @@ def measure_net(net, reps):
     model, step = ours_step(net)
     flops = useful_flops(model, BATCH)
     result = {"net": net, "flops": flops}
-    with blas_threads(2):
-        result["ours_2"] = median_step(step, reps)
     with blas_threads(1):
         result["ours_1"] = median_step(step, reps)
     rng = np.random.default_rng(1)
@@ -191,17 +194,19 @@ def measure_net(net, reps):
         result["eval_s"] = _time(lambda: evaluate(eval_model, xs, ys, EVAL_BATCH[net]))
     del xs
     result["peak_rss_mb"] = peak_rss_mb()
-    # PyTorch last: its import alone would add hundreds of MB to the peak RSS above
+    # PyTorch after the RSS reading: its import alone would add hundreds of MB to it
     try:
-        import torch  # noqa: F401
-        have_torch = True
+        other = torch_step(net)
     except ImportError:
-        have_torch = False
-    if have_torch:
-        result["torch"] = median_step(torch_step(net), reps)
-        # ours again, so that a burst of load on the machine shows as a spread
+        other = None
+    # Ours (2 BLAS threads) and PyTorch alternate, ROUNDS times: this VM's speed drifts
+    # by 10-30% over minutes, and a drift then hits both sides of a round alike.
+    result["ours_2"], result["torch"] = [], []
+    for _ in range(ROUNDS):
         with blas_threads(2):
-            result["ours_2_again"] = median_step(step, reps)
+            result["ours_2"].append(median_step(step, reps))
+        if other is not None:
+            result["torch"].append(median_step(other, reps))
     return result
 
 
@@ -256,24 +261,27 @@ def main():
                              env=dict(os.environ, PYTHONPATH=str(ROOT))).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
 
-    head = (f"{'net':6} {'ours it/s':>9} {'(again)':>8} {'1-thr it/s':>10} {'torch it/s':>10} "
-            f"{'ratio':>6} {'1-thr ratio':>11} {'GFLOP/s':>8} {'of peak':>7} "
-            f"{'eval 10k':>8} {'peak RSS':>9}")
+    head = (f"{'net':6} {'ours it/s':>15} {'torch it/s':>15} {'ratio':>15} {'1-thr it/s':>10} "
+            f"{'1-thr ratio':>11} {'GFLOP/s':>8} {'of peak':>7} {'eval 10k':>8} {'peak RSS':>9}")
     print(head)
     print("-" * len(head))
+
+    def spread(values):       # "median (min-max)", 3 significant digits
+        return f"{median(values):.3g} ({min(values):.3g}-{max(values):.3g})"
+
     for r in rows:
-        torch_rate = 1 / r["torch"] if "torch" in r else None
-        again = f"{1 / r['ours_2_again']:8.1f}" if "ours_2_again" in r else f"{'':8}"
-        ratio = f"{(1 / r['ours_2']) / torch_rate:6.2f}" if torch_rate else f"{'-':>6}"
-        ratio1 = f"{(1 / r['ours_1']) / torch_rate:11.2f}" if torch_rate else f"{'-':>11}"
-        gflops = r["flops"] / r["ours_2"] / 1e9
-        torch_s = f"{torch_rate:10.1f}" if torch_rate else f"{'-':>10}"
-        print(f"{r['net']:6} {1 / r['ours_2']:9.1f} {again} {1 / r['ours_1']:10.1f} {torch_s} "
-              f"{ratio} {ratio1} {gflops:8.1f} {gflops / peak2:7.0%} "
-              f"{r['eval_s']:7.2f}s {r['peak_rss_mb']:7.0f}MB")
-    if any("torch" in r for r in rows):
-        print("torch: " + ", ".join(f"{r['net']} {r['flops'] / r['torch'] / 1e9:.1f} GFLOP/s"
-                                    for r in rows if "torch" in r))
+        ours = [1 / t for t in r["ours_2"]]
+        torch_rates = [1 / t for t in r["torch"]]
+        ratios = [o / t for o, t in zip(ours, torch_rates)]     # paired, round by round
+        gflops = r["flops"] * median(ours) / 1e9
+        torch_s = f"{spread(torch_rates):>15}" if torch_rates else f"{'-':>15}"
+        ratio_s = f"{spread(ratios):>15}" if ratios else f"{'-':>15}"
+        ratio1 = f"{(1 / r['ours_1']) / median(torch_rates):11.2f}" if torch_rates else f"{'-':>11}"
+        print(f"{r['net']:6} {spread(ours):>15} {torch_s} {ratio_s} {1 / r['ours_1']:10.1f} "
+              f"{ratio1} {gflops:8.1f} {gflops / peak2:7.0%} {r['eval_s']:7.2f}s {r['peak_rss_mb']:7.0f}MB")
+    if any(r["torch"] for r in rows):
+        print("torch: " + ", ".join(f"{r['net']} {r['flops'] / median(r['torch']) / 1e9:.1f} GFLOP/s"
+                                    for r in rows if r["torch"]))
 
     with tempfile.TemporaryDirectory() as cache:
         cold, cold_wall = startup_seconds(cache)
