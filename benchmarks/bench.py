@@ -201,7 +201,10 @@ def measure_net(net, reps):
         other = None
     # Ours (2 BLAS threads) and PyTorch alternate, ROUNDS times: this VM's speed drifts
     # by 10-30% over minutes, and a drift then hits both sides of a round alike.
+    # (The first steps after the evaluation ran 10-30% slower in every run: one untimed round.)
     result["ours_2"], result["torch"] = [], []
+    with blas_threads(2):
+        median_step(step, 3)
     for _ in range(ROUNDS):
         with blas_threads(2):
             result["ours_2"].append(median_step(step, reps))
