@@ -224,7 +224,8 @@ def test_conv_groups_and_lanes_are_deterministic():
     x = rng.standard_normal((7, 2, 6, 6)).astype(np.float32)
     dout = rng.standard_normal((7, 3, 3, 3)).astype(np.float32)
     results = {}
-    for group_bytes in (1, 2 * 18 * 9 * 4, Conv2d.group_bytes):   # 1, 2 and all 7 images per group
+    image_bytes = 2 * 3 * 3 * (3 * 3) * 4     # one image's cols: C*k*k rows x OH*OW columns, float32
+    for group_bytes in (1, 2 * image_bytes, Conv2d.group_bytes):   # 1, 2 and all 7 images per group
         for lanes in (1, 2):
             for repeat in range(2):
                 layer = _random_params(Conv2d(2, 3, 3, stride=2, padding=1), np.random.default_rng(0))
