@@ -129,6 +129,8 @@ def run_lanes(work, lanes):
     from concurrent.futures import ThreadPoolExecutor
 
     if _lane_pool is None or _lane_pool[0] < lanes - 1:
+        if _lane_pool is not None:
+            _lane_pool[1].shutdown(wait=False)   # its idle threads end; a bigger pool replaces it
         _lane_pool = (lanes - 1, ThreadPoolExecutor(lanes - 1, thread_name_prefix="minilottery-lane"))
     pool = _lane_pool[1]
     with blas_threads(1):

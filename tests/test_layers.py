@@ -256,6 +256,10 @@ def test_run_lanes_runs_every_lane_at_once_and_reraises():
 
     run_lanes(work, 2)
     assert sorted(started) == [0, 1]
+    started.clear()
+    both_running = threading.Barrier(3, timeout=10)   # more lanes than the pool had
+    run_lanes(work, 3)
+    assert sorted(started) == [0, 1, 2]
 
     def fails_in_lane_1(lane):
         if lane == 1:

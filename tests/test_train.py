@@ -80,7 +80,6 @@ def test_evaluate_in_chunks_equals_one_pass(n, chunk):
     assert accuracy == np.mean(logits.argmax(axis=1) == data.y_train)
 
 
-
 def peak_bytes_of_evaluation(model, x, y, batch_size):
     """The most memory (NumPy's arrays included) evaluate allocates at once, beyond x and y."""
     tracemalloc.start()
