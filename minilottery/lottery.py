@@ -30,6 +30,10 @@ uninterrupted one, and independent trainings can run in parallel processes.
 
 from __future__ import annotations
 
+import shutil
+import warnings
+from contextlib import contextmanager
+
 import numpy as np
 
 from . import pruning
@@ -38,8 +42,10 @@ from .data import load_cifar10, load_mnist
 from .models import BUILDERS
 from .optim import SGD, Adam
 from .parallel import run_tasks
-from .results import SUMMARY_COLUMNS, summary_csv
-from .rundir import Piece, RunDir, load_arrays, read_json, save_arrays, write_json, write_text
+from .results import summary_csv, summary_rows
+from .resume import check_run
+from .rundir import (Piece, RunDir, check_writable, level_pieces, load_arrays, save_arrays,
+                     write_json, write_text)
 from .train import HISTORY_COLUMNS, train
 
 BRANCHES = ("ticket", "reinit", "random")
@@ -117,34 +123,81 @@ class Reporter:
 
 
 def run_experiment(config, run_dir, *, data=None, data_dir=None, jobs=1, reporter=None,
-                   shared_arrays=None):
+                   shared_arrays=None, notice=None):
     """Run (or resume) the experiment ``config`` in ``run_dir``; return the summary rows.
 
     ``data`` is a loaded Dataset, else it is loaded from ``data_dir`` (see
-    ``minilottery.data``). Trainings already finished in ``run_dir`` are not
-    repeated. ``jobs > 1`` runs independent trainings in that many processes,
-    with the same results as ``jobs = 1``; they map the dataset's arrays from
-    shared memory (``shared_arrays``: the SharedArrays that loaded ``data``, if
-    any, see ``load_data``; else the arrays are copied there for the run).
+    ``minilottery.data``) if anything is left to train. Trainings already
+    finished in ``run_dir`` are not repeated; damaged files are set aside and
+    their work redone (see ``open_run``, whose ``notice`` this is). ``jobs > 1``
+    runs independent trainings in that many processes, with the same results
+    as ``jobs = 1``; they map the dataset's arrays from shared memory
+    (``shared_arrays``: the SharedArrays that loaded ``data``, if any, see
+    ``load_data``; else the arrays are copied there for the run).
+    """
+    with open_run(config, run_dir, notice=notice) as run:
+        todo = pieces_to_do(config, run.root)
+        if todo:
+            if data is None:
+                data = load_data(config, data_dir)
+            train_pieces(config, run, data, todo, jobs=jobs, reporter=reporter,
+                         shared_arrays=shared_arrays)
+        return write_summary(run, config)
+
+
+@contextmanager
+def open_run(config, run_dir, *, notice=None):
+    """Lock ``run_dir`` for the ``with`` block and make it ready to train in; yield its RunDir.
+
+    A new run: checks that the directory can take the run (writable, enough
+    free space), then writes config.json. An existing one: checks that its
+    config.json is ``config``, deletes the temporary files of writes a kill
+    interrupted, and checks every file (``resume.check_run``): damaged ones
+    are set aside, each reported by ``notice(line)`` (default: a
+    RuntimeWarning), and their work redone. Then θ₀ and every mask that can
+    be computed are written. Raises ``RunInUse`` if another process holds the
+    directory; a new directory that fails before it holds a run is removed.
     """
     config.validate()
     check_schedule(config)
-    if data is None:
-        data = load_data(config, data_dir)
-    run = prepare_run_dir(config, run_dir)  # only once nothing else can fail
+    notice = notice or (lambda line: warnings.warn(line, RuntimeWarning, stacklevel=4))
+    run = RunDir(run_dir)
+    existed = run.root.exists()
+    if existed and not run.root.is_dir():
+        raise NotADirectoryError(f"{run.root} is a file, not a run directory")
+    with run.locked():
+        try:
+            template = build_model(config, seed=0)  # for the names and shapes only
+            if run.config.exists():
+                stored = Config.from_json(run.config.read_text(encoding="utf-8"))
+                if stored != config:
+                    raise ValueError(f"{run.root} holds a run with a different config; resume it "
+                                     f"with its own settings or choose another directory")
+                run.remove_partial_files()  # left by a run killed in the middle of a write
+                check_run(run, config, template, make_optimizer(config, template), notice)
+            elif run.holds_other_files():
+                raise ValueError(f"{run.root} exists and is not a minilottery run directory")
+            check_writable(run.root, disk_needed(config, template,
+                                                 pieces_to_do(config, run.root)))
+            if not run.config.exists():
+                write_text(run.config, config.to_json())
+            write_inputs(run, config)
+        except BaseException:
+            if not existed:
+                shutil.rmtree(run.root, ignore_errors=True)
+            raise
+        yield run
+
+
+def train_pieces(config, run, data, todo, *, jobs=1, reporter=None, shared_arrays=None):
+    """Train the pieces ``todo`` of an open run, each as soon as its inputs exist.
+
+    After each ticket, the masks it prunes to are written; after each level,
+    summary.csv is rewritten and ``reporter.level_done`` called.
+    """
     reporter = reporter or Reporter()
-
-    for trial in range(config.trials):
-        if not run.theta0(trial).exists():
-            model = build_model(config, derive_seed(config.seed, trial, INIT_STREAM))
-            save_arrays(run.theta0(trial), model.state_dict()["params"])
-        write_masks(run, config, trial, 0)
-        for level in range(1, config.rounds + 1):  # those a resumed run can already make
-            if masks_computable(run, config, trial, level):
-                write_masks(run, config, trial, level)
-
     reported = 0  # levels are reported in order, each once all its trainings are done
-    finished = run_tasks(pieces_to_do(config, run.root), ready=lambda piece: is_ready(run, piece),
+    finished = run_tasks(todo, ready=lambda piece: is_ready(run, config, piece),
                          work=_train_task, shared=(str(run.root), config, data), jobs=jobs,
                          priority=_critical_path_first, on_progress=reporter.piece_progress,
                          shared_arrays=shared_arrays)
@@ -157,13 +210,35 @@ def run_experiment(config, run_dir, *, data=None, data_dir=None, jobs=1, reporte
                     write_masks(run, config, piece.trial, level)
         while reported <= config.rounds and all(
                 run.is_done(p) for p in level_pieces(config, reported)):
-            rows = summary_rows(run, config)
-            write_text(run.summary, summary_csv(rows))
+            rows = write_summary(run, config)
             reporter.level_done(reported, [row for row in rows if row["level"] == reported])
             reported += 1
+
+
+def write_summary(run, config):
+    """Rewrite summary.csv from the trainings' metrics if it differs (missing, stale, damaged).
+
+    Returns the rows.
+    """
     rows = summary_rows(run, config)
-    write_text(run.summary, summary_csv(rows))
+    text = summary_csv(rows)
+    try:
+        current = run.summary.read_bytes()
+    except OSError:
+        current = None
+    if current != text.encode("utf-8"):
+        write_text(run.summary, text)
     return rows
+
+
+def disk_needed(config, model, todo):
+    """Bytes the trainings ``todo`` will write, about: masks, final weights, checkpoints."""
+    param_bytes = sum(p.nbytes for p in model.named_params().values())
+    mask_bytes = sum(m.nbytes for m in model.named_masks().values())
+    theta_bytes = config.trials * param_bytes * (2 if config.rewind_iteration else 1)
+    tickets = sum(piece.branch == "ticket" for piece in todo)
+    checkpoints = 2 * 5 * param_bytes  # a running training's weights, moments and snapshot
+    return theta_bytes + tickets * param_bytes + len(todo) * mask_bytes + checkpoints + 10**7
 
 
 def load_data(config, data_dir=None, download=True, allocate=np.empty):
@@ -183,29 +258,15 @@ def pieces_to_do(config, run_dir):
             for piece in level_pieces(config, level) if not run.is_done(piece)]
 
 
-def prepare_run_dir(config, run_dir):
-    """Start a new run, or check that an existing one was made with the same config."""
-    run = RunDir(run_dir)
-    if run.config.exists():
-        stored = Config.from_json(run.config.read_text(encoding="utf-8"))
-        if stored != config:
-            raise ValueError(f"{run.root} holds a run with a different config; "
-                             f"resume it with its own settings or choose another directory")
-        run.remove_partial_files()  # left by a run killed in the middle of a write
-    else:
-        write_text(run.config, config.to_json())
-    return run
-
-
-def level_pieces(config, level):
-    """The trainings of one level: each trial's ticket and, once pruned, its controls."""
-    pieces = []
+def write_inputs(run, config):
+    """Write each trial's θ₀ and every mask whose source ticket has finished, if missing."""
     for trial in range(config.trials):
-        pieces.append(Piece(trial, level, "ticket"))
-        if level > 0:  # at level 0 every control would be just another dense net
-            pieces += [Piece(trial, level, "reinit", r) for r in range(config.reinits)]
-            pieces += [Piece(trial, level, "random", r) for r in range(config.random_prunes)]
-    return pieces
+        if not run.theta0(trial).exists():
+            model = build_model(config, derive_seed(config.seed, trial, INIT_STREAM))
+            save_arrays(run.theta0(trial), model.state_dict()["params"])
+        for level in range(config.rounds + 1):
+            if masks_computable(run, config, trial, level):
+                write_masks(run, config, trial, level)
 
 
 def write_masks(run, config, trial, level):
@@ -245,11 +306,16 @@ def masks_computable(run, config, trial, level):
     return level == 0 or run.is_done(Piece(trial, source, "ticket"))
 
 
-def is_ready(run, piece):
-    """Whether a training's inputs (its mask, and the random control's own mask) are on disk."""
+def is_ready(run, config, piece):
+    """Whether a training's inputs are on disk: its mask (the random control's own), and
+    θ_k when it rewinds to it."""
     if piece.branch == "random":
-        return (run.piece(piece) / "mask.npz").exists()
-    return run.mask(piece.trial, piece.level).exists()
+        ready = (run.piece(piece) / "mask.npz").exists()
+    else:
+        ready = run.mask(piece.trial, piece.level).exists()
+    if config.rewind_iteration > 0 and piece.level > 0 and piece.branch != "reinit":
+        ready = ready and run.rewind(piece.trial).exists()
+    return ready
 
 
 def prepare_model(run, config, piece):
@@ -321,18 +387,3 @@ def _critical_path_first(piece):
     """Tickets before controls (the next level waits on the ticket), then by level."""
     return (piece.branch != "ticket", piece.level, piece.trial,
             BRANCHES.index(piece.branch), piece.replicate)
-
-
-# ----------------------------------------------------------------------------
-# The summary table
-# ----------------------------------------------------------------------------
-
-def summary_rows(run, config):
-    """Metrics of every finished training, ordered by level, trial, branch, replicate."""
-    rows = []
-    for level in range(config.rounds + 1):
-        for piece in level_pieces(config, level):
-            if run.is_done(piece):
-                metrics = read_json(run.piece(piece) / "metrics.json")
-                rows.append({column: metrics[column] for column in SUMMARY_COLUMNS})
-    return rows

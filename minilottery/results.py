@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from .rundir import RunDir
+from .rundir import RunDir, RunFileError, level_pieces, read_json
 
 SUMMARY_COLUMNS = (
     "level", "trial", "branch", "replicate", "weights_remaining",
@@ -35,6 +36,47 @@ def summary_csv(rows):
     return out.getvalue()
 
 
+def summary_rows(run, config):
+    """The summary rows of every finished training of ``run`` (a RunDir), from its metrics.json.
+
+    Ordered by level, trial, branch, replicate. This, never summary.csv, is
+    where the summary comes from: summary.csv is only its written copy.
+    """
+    rows = []
+    for level in range(config.rounds + 1):
+        for piece in level_pieces(config, level):
+            if run.is_done(piece):
+                metrics = read_metrics(run.piece(piece) / "metrics.json", piece)
+                rows.append({column: metrics[column] for column in SUMMARY_COLUMNS})
+    return rows
+
+
+def read_metrics(path, piece):
+    """A training's metrics.json, checked: every summary field, of the right type, for ``piece``."""
+    metrics = read_json(path)
+    if not isinstance(metrics, dict):
+        raise RunFileError(path, "does not hold a JSON object")
+    missing = [name for name in SUMMARY_COLUMNS if name not in metrics]
+    if missing:
+        raise RunFileError(path, f"lacks the fields {missing}")
+    for name in SUMMARY_COLUMNS:
+        value = metrics[name]
+        if name == "branch":
+            ok = isinstance(value, str)
+        elif name in _INTEGER_COLUMNS:
+            ok = type(value) is int
+        else:
+            ok = type(value) is float and not math.isinf(value)
+        if not ok:
+            raise RunFileError(path, f"{name} is {value!r}")
+    identity = (metrics["trial"], metrics["level"], metrics["branch"], metrics["replicate"])
+    if identity != (piece.trial, piece.level, piece.branch, piece.replicate):
+        raise RunFileError(path, f"holds the metrics of another training {identity}")
+    if not 0 < metrics["weights_remaining"] <= 1:
+        raise RunFileError(path, f"weights_remaining is {metrics['weights_remaining']!r}")
+    return metrics
+
+
 def read_summary(run_dir):
     """The rows of a run's summary.csv (one per finished training), numbers parsed."""
     path = RunDir(run_dir).summary
@@ -48,11 +90,16 @@ def read_summary(run_dir):
 def read_history(run_dir, piece):
     """One training's evaluation history: {column: array}, columns as in train.HISTORY_COLUMNS."""
     path = RunDir(run_dir).piece(piece) / "history.csv"
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise ValueError(f"{path} holds no evaluations")
-    return {name: np.array([float(row[name]) for row in rows]) for name in rows[0]}
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        history = {name: np.array([float(row[name]) for row in rows]) for name in rows[0]}
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, TypeError, IndexError) as error:  # cut short, garbled
+        raise RunFileError(path, f"not readable as a history ({type(error).__name__}: "
+                                 f"{error})") from error
+    return history
 
 
 @dataclass(frozen=True)

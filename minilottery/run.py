@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,8 @@ import numpy as np
 from . import lottery
 from .config import NETS, PRESETS, Config, make_config
 from .progress import ConsoleReporter, duration
-from .results import read_summary, table
+from .results import table
+from .rundir import RunFileError, RunInUse, RunWriteError
 from .shared import SharedArrays
 
 # flag -> Config field; every one defaults to None, meaning "the preset's value".
@@ -110,34 +113,70 @@ def resolve_config(args):
     return config
 
 
-def train_missing(args, config, todo, prog):
-    """Load the dataset and train what ``todo`` lists; return the exit code (0: all done)."""
-    # With --jobs > 1 the dataset is loaded straight into shared memory, one copy
-    # that every worker maps (see minilottery.shared); the block's end unlinks it.
-    with SharedArrays() as shared_arrays:
-        allocate = shared_arrays.empty if args.jobs > 1 else np.empty
-        try:
-            data = lottery.load_data(config, args.data_dir, download=not args.no_download,
-                                     allocate=allocate)
-        except (OSError, ValueError) as error:  # missing or corrupt dataset
-            print(f"{prog}: error: {error}", file=sys.stderr)
-            return 2
-        branches = ["ticket"] + ["reinit"] * (config.reinits > 0) + ["random"] * (config.random_prunes > 0)
-        print(f"{config.net}: {config.rounds + 1} levels x {config.trials} trials, "
-              f"{config.iterations} iterations each; {len(todo)} trainings to do -> {args.out}")
-        reporter = ConsoleReporter(len(todo), config.iterations, branches, levels=config.rounds + 1)
-        try:
-            lottery.run_experiment(config, args.out, data=data, jobs=args.jobs, reporter=reporter,
-                                   shared_arrays=shared_arrays)
-        except KeyboardInterrupt:
-            reporter.close()
-            print(f"\nInterrupted. Finished trainings are saved in {args.out}; continue with:\n"
-                  f"  python -m minilottery.run {config.net} --out {args.out} --resume",
-                  file=sys.stderr)
-            return 130
-        reporter.close()
-        print(f"done in {duration(reporter.elapsed())}")
-    return 0
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: stop as Ctrl-C does (workers stopped, files kept), exit 128 + signal."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def stop_on_sigterm():
+    """Turn SIGTERM and SIGHUP (a closed terminal, a cluster job ended) into ``Terminated``."""
+    def stop(signum, frame):
+        raise Terminated(signum)
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def load_data(args, config, shared_arrays):
+    """The run's dataset; with --jobs > 1 straight into shared memory, one copy that every
+    worker maps (see minilottery.shared)."""
+    allocate = shared_arrays.empty if args.jobs > 1 else np.empty
+    return lottery.load_data(config, args.data_dir, download=not args.no_download,
+                             allocate=allocate)
+
+
+def run(args, config, prog):
+    """Open (or start) the run, train what is missing, print the table, draw the figures."""
+    def notice(line):
+        print(f"{prog}: {line}", file=sys.stderr)
+
+    with SharedArrays() as shared_arrays:  # its end unlinks the dataset's shared memory
+        # A new run loads its data first: a missing dataset must not leave a run directory.
+        new = not (args.out / "config.json").exists()
+        data = load_data(args, config, shared_arrays) if new else None
+        with lottery.open_run(config, args.out, notice=notice) as run_dir:
+            todo = lottery.pieces_to_do(config, run_dir.root)
+            if todo:
+                data = data or load_data(args, config, shared_arrays)
+                branches = ["ticket"] + ["reinit"] * (config.reinits > 0) + ["random"] * (config.random_prunes > 0)
+                print(f"{config.net}: {config.rounds + 1} levels x {config.trials} trials, "
+                      f"{config.iterations} iterations each; {len(todo)} trainings to do "
+                      f"-> {run_dir.root}")
+                reporter = ConsoleReporter(len(todo), config.iterations, branches,
+                                           levels=config.rounds + 1)
+                try:
+                    lottery.train_pieces(config, run_dir, data, todo, jobs=args.jobs,
+                                         reporter=reporter, shared_arrays=shared_arrays)
+                finally:
+                    reporter.close()
+                print(f"done in {duration(reporter.elapsed())}")
+            else:
+                print(f"{args.out}: every training of this run is finished; nothing to train.")
+            rows = lottery.write_summary(run_dir, config)  # also repairs a stale or damaged one
+            print()
+            print(table(rows))
+            print(f"\nsummary: {run_dir.summary}")
+            if not args.no_plots:
+                from .plots import draw_figures
+                for path in draw_figures(run_dir.root):
+                    print(f"figure:  {path}")
 
 
 def main(argv=None):
@@ -147,6 +186,8 @@ def main(argv=None):
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     seed = args.seed if args.seed is not None else 0
     args.out = args.out or Path("runs") / f"{args.net}-{args.preset}-seed{seed}"
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file, not a directory")
 
     try:
         config = resolve_config(args)
@@ -156,24 +197,30 @@ def main(argv=None):
     if (args.out / "config.json").exists() and not args.resume:
         parser.error(f"{args.out} already holds a run: add --resume to continue it, "
                      f"or choose another --out")
-    if args.out.exists() and not (args.out / "config.json").exists() and any(args.out.iterdir()):
-        parser.error(f"{args.out} exists and is not a minilottery run directory")
 
-    todo = lottery.pieces_to_do(config, args.out)
-    if args.resume and (args.out / "config.json").exists() and not todo:
-        print(f"{args.out}: every training of this run is finished; nothing to train.")
-    else:
-        code = train_missing(args, config, todo, parser.prog)
-        if code:
-            return code
+    def fail(message, code, resumable=False):
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        if resumable and (args.out / "config.json").exists():
+            print(f"Finished trainings are saved in {args.out}; continue with:\n"
+                  f"  python -m minilottery.run {config.net} --out {args.out} --resume",
+                  file=sys.stderr)
+        return code
 
-    print()
-    print(table(read_summary(args.out)))
-    print(f"\nsummary: {args.out / 'summary.csv'}")
-    if not args.no_plots:
-        from .plots import draw_figures
-        for path in draw_figures(args.out):
-            print(f"figure:  {path}")
+    try:
+        with stop_on_sigterm():
+            run(args, config, parser.prog)
+    except KeyboardInterrupt as interrupt:
+        signum = interrupt.signum if isinstance(interrupt, Terminated) else signal.SIGINT
+        print(file=sys.stderr)
+        return fail(f"stopped by {signal.Signals(signum).name}", 128 + signum, resumable=True)
+    except RunInUse as error:
+        return fail(error, 2)
+    except RunFileError as error:  # a damaged file the run cannot redo
+        return fail(error, 2)
+    except RunWriteError as error:
+        return fail(error, 1, resumable=True)
+    except (OSError, ValueError) as error:  # a missing or corrupt dataset, a bad run directory
+        return fail(error, 2)
     return 0
 
 

@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import numpy as np
 from .data import minibatches
 from .layers import Dropout
 from .losses import softmax_cross_entropy
-from .rundir import load_arrays, save_arrays
+from .rundir import RunFileError, load_arrays, save_arrays, set_aside
 from .threads import blas_threads
 
 HISTORY_COLUMNS = (
@@ -110,6 +111,28 @@ class History:
             writer.writerow([repr(value) for value in row])
         return out.getvalue()
 
+    @classmethod
+    def from_csv(cls, text):
+        """The History that ``to_csv`` wrote; ValueError naming the first bad line."""
+        lines = list(csv.reader(io.StringIO(text)))
+        if not lines or tuple(lines[0]) != HISTORY_COLUMNS:
+            raise ValueError(f"the header is not {','.join(HISTORY_COLUMNS)}")
+        history = cls()
+        for number, cells in enumerate(lines[1:], start=2):
+            try:
+                if len(cells) != len(HISTORY_COLUMNS):
+                    raise ValueError(f"{len(cells)} cells")
+                history.rows.append((int(cells[0]), *map(float, cells[1:])))
+            except ValueError as error:
+                raise ValueError(f"line {number} is not a row of numbers ({error})") from None
+        return history
+
+
+def evaluation_iterations(iterations, eval_every):
+    """The iterations after which ``train`` evaluates: every ``eval_every``, and the last."""
+    scheduled = list(range(eval_every, iterations + 1, eval_every))
+    return scheduled if scheduled and scheduled[-1] == iterations else scheduled + [iterations]
+
 
 @dataclass
 class TrainResult:
@@ -134,7 +157,9 @@ def train(model, optimizer, data, *, iterations, batch_size, seed, eval_every=10
     ``checkpoint``: a file path. If it exists, training continues from it;
     after an evaluation, at most every ``checkpoint_seconds``, the whole
     training state is saved there, so a killed training loses minutes, not
-    hours, and continues to the same numbers bit for bit.
+    hours, and continues to the same numbers bit for bit. A checkpoint that is
+    damaged or not of this training (``read_checkpoint``) is set aside as
+    ``checkpoint.npz.corrupt`` with a RuntimeWarning, and training starts over.
 
     Training runs with one BLAS thread, whoever calls it: the float32 sums of
     a matrix product depend on OpenBLAS's thread count (see
@@ -159,7 +184,13 @@ def _train(model, optimizer, data, iterations, batch_size, seed, eval_every, eva
     snapshot = None
     done = 0
     if checkpoint is not None and Path(checkpoint).exists():
-        done, history, snapshot = load_checkpoint(checkpoint, model, optimizer)
+        try:
+            done, history, snapshot = load_checkpoint(checkpoint, model, optimizer,
+                                                      iterations, eval_every, snapshot_at)
+        except RunFileError as error:
+            moved = set_aside(checkpoint)
+            warnings.warn(f"{error}; set aside as {moved.name}, the training restarts from "
+                          f"iteration 0", RuntimeWarning, stacklevel=3)
     last_saved = time.monotonic()
     batches = minibatches(len(data.x_train), batch_size, seed)
     for _ in range(done):  # the batches the checkpointed iterations consumed
@@ -218,24 +249,78 @@ def save_checkpoint(path, model, optimizer, iteration, history, snapshot):
     save_arrays(path, arrays)
 
 
-def load_checkpoint(path, model, optimizer):
+def load_checkpoint(path, model, optimizer, iterations, eval_every, snapshot_at=None):
     """Restore a ``save_checkpoint`` file into ``model`` and ``optimizer``.
 
-    Returns ``(iteration, history, snapshot)``.
+    Returns ``(iteration, history, snapshot)``. The file is checked first
+    (``read_checkpoint``), so a damaged or mismatched checkpoint raises
+    ``RunFileError`` and changes nothing.
     """
-    saved = load_arrays(path)
-    meta = json.loads(str(saved["meta"]))
+    saved, meta, history, snapshot = read_checkpoint(path, model, optimizer, iterations,
+                                                     eval_every, snapshot_at)
     for name, param in model.named_params().items():
         param[...] = saved[f"param:{name}"]
-    for key, array in saved.items():
-        if key.startswith("optimizer:"):
-            _, name, slot = key.split(":")
-            optimizer.state.setdefault(name, {})[slot] = array.copy()
+    for name, state in optimizer.state.items():
+        for slot in state:
+            state[slot] = saved[f"optimizer:{name}:{slot}"].copy()
     optimizer.iteration = meta["optimizer_iteration"]
     for layer in model.layers:
         if isinstance(layer, Dropout):
             layer.rng.bit_generator.state = meta["dropout"][layer.name]
+    return meta["iteration"], history, snapshot
+
+
+def read_checkpoint(path, model, optimizer, iterations, eval_every, snapshot_at=None):
+    """The contents of a checkpoint, checked against the training it would continue.
+
+    It must read back whole and hold a float32 array of the right shape for
+    every parameter and optimizer buffer (and for all or none of the rewind
+    snapshot), an iteration within the budget, the evaluations the schedule
+    makes up to it, each Dropout layer's generator state, and the snapshot if
+    ``snapshot_at`` lies before that iteration. Anything else
+    raises ``RunFileError``: such a file cannot continue this training.
+    Returns ``(arrays, meta, history, snapshot or None)``.
+    """
+    saved = load_arrays(path)
+
+    def require(condition, reason):
+        if not condition:
+            raise RunFileError(path, f"not a checkpoint of this training ({reason})")
+
+    params = model.named_params()
+    shapes = {f"param:{name}": p.shape for name, p in params.items()}
+    shapes.update({f"optimizer:{name}:{slot}": buffer.shape
+                   for name, state in optimizer.state.items() for slot, buffer in state.items()})
+    snapshot_keys = {f"snapshot:{name}": p.shape for name, p in params.items()}
+    if any(key.startswith("snapshot:") for key in saved):
+        shapes.update(snapshot_keys)
+    require(saved.keys() == shapes.keys() | {"meta", "history"},
+            f"arrays {sorted(saved.keys() ^ (shapes.keys() | {'meta', 'history'}))} "
+            f"missing or unexpected")
+    for key, shape in shapes.items():
+        require(saved[key].dtype == np.float32 and saved[key].shape == shape,
+                f"{key} is {saved[key].dtype} {saved[key].shape}, expected float32 {shape}")
+    try:
+        meta = json.loads(str(saved["meta"][()]))
+        iteration, optimizer_iteration = meta["iteration"], meta["optimizer_iteration"]
+        dropout_states = meta["dropout"]
+    except (ValueError, TypeError, KeyError, IndexError) as error:
+        raise RunFileError(path, f"its metadata is unreadable ({error})") from None
+    require(type(iteration) is int and 1 <= iteration <= iterations,
+            f"iteration {iteration!r} is outside the budget of {iterations}")
+    require(type(optimizer_iteration) is int and optimizer_iteration >= 0,
+            f"optimizer iteration {optimizer_iteration!r}")
+    dropout_names = {layer.name for layer in model.layers if isinstance(layer, Dropout)}
+    require(isinstance(dropout_states, dict) and set(dropout_states) == dropout_names,
+            "the Dropout layers' generator states do not match the model's")
+    evaluated = [i for i in evaluation_iterations(iterations, eval_every) if i <= iteration]
+    rows = saved["history"]
+    require(rows.dtype == np.float64 and rows.shape == (len(evaluated), len(HISTORY_COLUMNS))
+            and np.array_equal(rows[:, 0], evaluated) and evaluated and evaluated[-1] == iteration,
+            f"its history does not hold the evaluations up to iteration {iteration}")
     history = History()
-    history.rows = [(int(row[0]), *map(float, row[1:])) for row in saved["history"]]
+    history.rows = [(int(row[0]), *map(float, row[1:])) for row in rows]
     snapshot = {key.split(":", 1)[1]: a for key, a in saved.items() if key.startswith("snapshot:")}
-    return meta["iteration"], history, snapshot or None
+    require(bool(snapshot) == (snapshot_at is not None and snapshot_at < iteration),
+            f"a rewind snapshot is {'present' if snapshot else 'absent'}")
+    return saved, meta, history, snapshot or None
