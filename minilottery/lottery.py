@@ -44,7 +44,7 @@ from .optim import SGD, Adam
 from .parallel import run_tasks
 from .results import summary_csv, summary_rows
 from .resume import check_run
-from .rundir import (Piece, RunDir, check_writable, level_pieces, load_arrays, save_arrays,
+from .rundir import (Piece, RunDir, RunFileError, check_writable, level_pieces, load_arrays, save_arrays,
                      write_json, write_text)
 from .train import HISTORY_COLUMNS, train
 
@@ -169,7 +169,7 @@ def open_run(config, run_dir, *, notice=None):
         try:
             template = build_model(config, seed=0)  # for the names and shapes only
             if run.config.exists():
-                stored = Config.from_json(run.config.read_text(encoding="utf-8"))
+                stored = read_config(run.config)
                 if stored != config:
                     raise ValueError(f"{run.root} holds a run with a different config; resume it "
                                      f"with its own settings or choose another directory")
@@ -187,6 +187,15 @@ def open_run(config, run_dir, *, notice=None):
                 shutil.rmtree(run.root, ignore_errors=True)
             raise
         yield run
+
+
+def read_config(path):
+    """The Config in a run's config.json; ``RunFileError`` naming it if it is damaged."""
+    try:
+        return Config.from_json(path.read_text(encoding="utf-8"))
+    except (ValueError, TypeError) as error:
+        raise RunFileError(path, f"not a readable config ({error}); restore it, or start a "
+                                 f"new run in another directory") from None
 
 
 def train_pieces(config, run, data, todo, *, jobs=1, reporter=None, shared_arrays=None):

@@ -34,8 +34,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
 from .config import Config
-from .results import (BRANCH_LABELS, SUMMARY_COLUMNS, branches_in, points, read_history,
-                      read_summary)
+from .results import BRANCH_LABELS, branches_in, points, read_history, summary_rows
 from .rundir import Piece, RunDir, write_atomic
 
 BRANCH_STYLES = {
@@ -235,19 +234,23 @@ def figure5(rows, config):
 
 
 def read_run(run_dir):
-    """The Config and the summary rows of a run directory; clear errors if it is not one."""
+    """The Config and the summary rows of a run directory; clear errors if it is not one.
+
+    The rows come from the trainings' own metrics.json files (as summary.csv
+    does), so a figure never shows a stale or damaged summary.
+    """
     run = RunDir(run_dir)
     if not run.root.is_dir():
         raise FileNotFoundError(f"{run.root} is not a directory")
     if not run.config.exists():
         raise FileNotFoundError(f"{run.config} does not exist: is {run.root} a minilottery run?")
-    config = Config.from_json(run.config.read_text(encoding="utf-8"))
-    rows = read_summary(run.root)
+    try:
+        config = Config.from_json(run.config.read_text(encoding="utf-8"))
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{run.config} is not a readable config ({error})") from None
+    rows = summary_rows(run, config)
     if not rows:
-        raise ValueError(f"{run.summary} lists no finished training yet: nothing to plot")
-    missing = [column for column in SUMMARY_COLUMNS if column not in rows[0]]
-    if missing:
-        raise ValueError(f"{run.summary} lacks the columns {missing}")
+        raise ValueError(f"{run.root} holds no finished training yet: nothing to plot")
     return config, rows
 
 

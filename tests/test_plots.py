@@ -17,7 +17,7 @@ from minilottery.plots import (BRANCH_STYLES, branch_points, draw_figures, figur
                                mean_history, plot_vs_weights, read_run, regular_ticks,
                                spread)
 from minilottery.results import BRANCH_LABELS, Point, read_summary, summary_csv
-from minilottery.rundir import Piece, RunDir, write_text
+from minilottery.rundir import Piece, RunDir, write_json, write_text
 
 try:
     from minilottery.train import HISTORY_COLUMNS
@@ -53,7 +53,7 @@ def write_history(path, history):
 
 def make_run(root, levels=4, trials=2, reinits=2, random_prunes=1, net="lenet",
              iterations=1000, eval_every=100, seed=0):
-    """A finished run directory: config.json, summary.csv and every history.csv."""
+    """A finished run directory: config.json, summary.csv, every history.csv and metrics.json."""
     rng = np.random.default_rng(seed)
     config = Config(net=net, iterations=iterations, batch_size=60, lr=1e-3, fc_rate=0.2,
                     conv_rate=0.1, output_rate=0.1, rounds=levels - 1, trials=trials,
@@ -82,6 +82,7 @@ def make_run(root, levels=4, trials=2, reinits=2, random_prunes=1, net="lenet",
                     "final_val_acc": float(history["val_acc"][-1]),
                     "final_test_acc": float(history["test_acc"][-1]),
                 })
+                write_json(run.piece(piece) / "metrics.json", rows[-1])
     write_text(run.summary, summary_csv(rows))
     return run
 
@@ -124,12 +125,20 @@ def test_not_a_run_raises_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a directory"):
         draw_figures(tmp_path / "nowhere")
     run = make_run(tmp_path / "run")
-    run.summary.unlink()
-    with pytest.raises(FileNotFoundError, match="summary.csv"):
-        draw_figures(run.root)
-    write_text(run.summary, summary_csv([]))
+    for metrics in run.root.rglob("metrics.json"):
+        metrics.unlink()
     with pytest.raises(ValueError, match="no finished training"):
         draw_figures(run.root)
+
+
+def test_figures_come_from_the_trainings_not_from_summary_csv(tmp_path):
+    run = make_run(tmp_path / "run")
+    expected = read_run(run.root)[1]
+    write_text(run.summary, summary_csv(expected[:3]))       # stale: 3 rows of many
+    assert read_run(run.root)[1] == expected
+    run.summary.unlink()
+    assert read_run(run.root)[1] == expected
+    assert sorted(p.name for p in draw_figures(run.root)) == sorted(FIGURES)
 
 
 # ----------------------------------------------------------------------------
@@ -255,16 +264,17 @@ def test_cli_draws_and_prints_paths(tmp_path):
         assert_png(path)
 
 
-@pytest.mark.parametrize("case", ["missing", "no summary"])
+@pytest.mark.parametrize("case", ["missing", "garbled metrics"])
 def test_cli_rejects_what_is_not_a_run(tmp_path, case):
     target = tmp_path / "nowhere"
-    if case == "no summary":
+    if case == "garbled metrics":
         target = make_run(tmp_path / "run", levels=1).root
-        RunDir(target).summary.unlink()
+        damaged = RunDir(target).piece(Piece(0, 0, "ticket")) / "metrics.json"
+        damaged.write_text('{"level": 0, "tri')
     result = run_cli(target)
     assert result.returncode == 2
     assert result.stdout == ""
     message = result.stderr.strip()
     assert len(message.splitlines()) == 1 and "Traceback" not in message
     assert str(target) in message
-    assert ("not a directory" if case == "missing" else "summary.csv") in message
+    assert ("not a directory" if case == "missing" else "metrics.json") in message
