@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from minilottery import data
 
 
-
 @pytest.fixture(scope="session", autouse=True)
 def numba_warmup():
     """Compile (or load from cache) every kernel once, in float32 and float64, before the
@@ -28,6 +27,16 @@ def numba_warmup():
         y = np.ones((2, 2), dtype=dtype)
         kernels.relu_backward(y, y, y.copy())
     yield
+
+
+@pytest.fixture(scope="session")
+def small_mnist():
+    """2,000 training, 500 validation and 500 test images of MNIST: a lottery level in a second."""
+    from types import SimpleNamespace
+    mnist = data.load_mnist()
+    return SimpleNamespace(x_train=mnist.x_train[:2000], y_train=mnist.y_train[:2000],
+                           x_val=mnist.x_val[:500], y_val=mnist.y_val[:500],
+                           x_test=mnist.x_test[:500], y_test=mnist.y_test[:500])
 
 
 @pytest.fixture

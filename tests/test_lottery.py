@@ -7,7 +7,6 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,14 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def mnist():
     return load_mnist()
-
-
-@pytest.fixture(scope="module")
-def small_mnist(mnist):
-    """2,000 training, 500 validation and 500 test images: enough to train in a second."""
-    return SimpleNamespace(x_train=mnist.x_train[:2000], y_train=mnist.y_train[:2000],
-                           x_val=mnist.x_val[:500], y_val=mnist.y_val[:500],
-                           x_test=mnist.x_test[:500], y_test=mnist.y_test[:500])
 
 
 def tiny_config(**overrides):

@@ -10,18 +10,9 @@ import pytest
 
 from minilottery import lottery
 from minilottery.config import make_config
-from minilottery.data import load_mnist
 from minilottery.rundir import Piece, RunDir, RunFileError, load_arrays, save_arrays
 
 TICKET1 = Piece(0, 1, "ticket")
-
-
-@pytest.fixture(scope="module")
-def small_mnist():
-    mnist = load_mnist()
-    return SimpleNamespace(x_train=mnist.x_train[:2000], y_train=mnist.y_train[:2000],
-                           x_val=mnist.x_val[:500], y_val=mnist.y_val[:500],
-                           x_test=mnist.x_test[:500], y_test=mnist.y_test[:500])
 
 
 def tiny_config(**overrides):
