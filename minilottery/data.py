@@ -71,6 +71,10 @@ __all__ = [
 # and checksums are dataformats'.
 # --------------------------------------------------------------------------
 
+#: Training examples of each dataset (before the validation split). The files are
+#: checked against their published checksums, so these counts are fixed.
+TRAIN_EXAMPLES = {"mnist": 60_000, "cifar10": 50_000}
+
 #: The repository's top-level data/ folder (MNIST ships in data/mnist/).
 PROJECT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 ENV_VAR = "MINILOTTERY_DATA"
