@@ -75,8 +75,8 @@ def real(value, name, *, low=None, high=None, low_open=False, high_open=False, f
     if float32:
         rounded = float(np.float32(value)) if abs(value) <= float(np.finfo(np.float32).max) else math.inf
         if not math.isfinite(rounded) or not _inside(rounded, low, high, low_open, high_open):
-            raise ValueError(f"{name} must be {interval} in float32 (the optimizers' precision), "
-                             f"got {value!r}, which float32 rounds to {rounded!r}")
+            raise ValueError(f"{name} must be {interval} and finite in float32 (the optimizers' "
+                             f"precision), got {value!r}, which float32 rounds to {rounded!r}")
     return value
 
 

@@ -1,9 +1,10 @@
 """Mask-aware optimizers (SGD with momentum, Adam) and learning-rate schedules.
 
 An optimizer walks ``model.layers``; every layer holds ``params``, ``grads`` and
-``masks`` dicts (the model protocol of minilottery.models' docstring). For each parameter tensor it runs ONE fused
-Numba kernel, a single pass over the raveled tensor that does weight decay,
-the moment updates, the (bias-corrected) step and the mask:
+``masks`` dicts (the model protocol of minilottery.models' docstring). For each
+parameter tensor it runs ONE fused Numba kernel, a single pass over the raveled
+tensor that does weight decay, the moment updates, the (bias-corrected) step and
+the mask:
 
     SGD  (momentum mu, weight decay lambda; the PyTorch / Sutskever form)
         g <- g + lambda * w

@@ -337,17 +337,17 @@ def _model():
     (lambda m: Adam(m, 0.0), "lr must be > 0"),
     (lambda m: SGD(m, 0), "lr must be > 0"),
     (lambda m: Adam(m, float("inf")), "lr must be a finite number"),
-    (lambda m: Adam(m, 1e39), "lr must be > 0 in float32"),
-    (lambda m: SGD(m, 1e-46), "lr must be > 0 in float32"),
+    (lambda m: Adam(m, 1e39), "lr must be > 0 and finite in float32"),
+    (lambda m: SGD(m, 1e-46), "lr must be > 0 and finite in float32"),
     (lambda m: Adam(m, True), "lr must be a number"),
     (lambda m: Adam(m, "0.1"), "lr must be a number"),
     (lambda m: constant(0.0), "lr must be > 0"),
     (lambda m: linear_warmup(float("inf"), 10), "lr must be a finite number"),
     (lambda m: step_decay(float("nan"), [10]), "lr must be a finite number"),
-    (lambda m: Adam(m, 1e-3, betas=(0.9, 0.99999999999)), "betas[1] must be in [0, 1) in float32"),
+    (lambda m: Adam(m, 1e-3, betas=(0.9, 0.99999999999)), "betas[1] must be in [0, 1) and finite in float32"),
     (lambda m: Adam(m, 1e-3, betas=(0.9, float("nan"))), "betas[1]"),
-    (lambda m: Adam(m, 1e-3, eps=1e-50), "eps must be > 0 in float32"),
-    (lambda m: SGD(m, 0.1, momentum=0.999999999), "momentum must be in [0, 1) in float32"),
+    (lambda m: Adam(m, 1e-3, eps=1e-50), "eps must be > 0 and finite in float32"),
+    (lambda m: SGD(m, 0.1, momentum=0.999999999), "momentum must be in [0, 1) and finite in float32"),
     (lambda m: SGD(m, 0.1, weight_decay=float("inf")), "weight_decay"),
     (lambda m: linear_warmup(0.1, 2.0), "warmup_iterations must be an integer"),
     (lambda m: step_decay(0.1, [10, 10.5]), "milestones[1] must be an integer"),
@@ -366,7 +366,7 @@ def test_schedule_giving_negative_lr_raises():
 
 def test_schedule_giving_an_lr_float32_cannot_hold_raises():
     opt = Adam(_model(), lambda t: 1e39)
-    with pytest.raises(ValueError, match="iteration 0 must be >= 0 in float32"):
+    with pytest.raises(ValueError, match="iteration 0 must be >= 0 and finite in float32"):
         opt.step()
 
 
@@ -389,7 +389,7 @@ def test_config_optimizers_and_schedules_accept_the_same_learning_rates(lr):
                 accepts(lambda: SGD(model, lr)), accepts(lambda: constant(lr)),
                 accepts(lambda: linear_warmup(lr, 10)), accepts(lambda: step_decay(lr, [10]))}
     assert len(verdicts) == 1
-    expected = (not isinstance(lr, bool) and 0 < lr <= np.finfo(np.float32).max
+    expected = (not isinstance(lr, bool) and 0 < lr <= float(np.finfo(np.float32).max)
                 and np.float32(lr) > 0)  # positive, and neither inf nor 0 in float32
     assert verdicts == {expected}
 
