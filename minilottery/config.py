@@ -97,7 +97,8 @@ class Config:
     reinits: int = 1             # random-reinit controls per trial and level (paper: 3)
     random_prunes: int = 1       # random-pruning controls per trial and level
     seed: int = 0
-    eval_every: int = 100        # paper: validation and test every 100 iterations
+    eval_every: int = 100        # paper: every 100 iterations; the last one is always evaluated,
+                                 # so eval_every >= iterations means one evaluation, at the end
     eval_batch_size: int = 500   # evaluation chunk: bounds memory, not results
     rewind_iteration: int = 0    # 0: reset to theta_0 (the paper); k > 0: rewind to theta_k
     one_shot: bool = False       # prune the dense net once to each level's size
@@ -128,9 +129,6 @@ class Config:
         RULES, then the rules between settings. Runs when a Config is made."""
         for name, rule in RULES.items():
             _apply(rule, getattr(self, name), name)
-        if self.eval_every > self.iterations:
-            raise ConfigError(f"eval_every {self.eval_every} is beyond the training budget of "
-                              f"{self.iterations} iterations: there would be one evaluation only")
         if self.rewind_iteration > self.iterations:
             raise ConfigError(f"rewind_iteration {self.rewind_iteration} is beyond the "
                               f"training budget of {self.iterations} iterations")
