@@ -65,7 +65,8 @@ def build_parser():
     parser.add_argument("--out", type=Path, default=None,
                         help="run directory (default: runs/NET-PRESET-seedSEED)")
     parser.add_argument("--data-dir", type=Path, default=None,
-                        help="where the datasets are (else $MINILOTTERY_DATA, data/, the cache)")
+                        help="the folder that holds the dataset, the only one looked in "
+                             "(without it: $MINILOTTERY_DATA, data/, the cache)")
     parser.add_argument("--no-download", action="store_true",
                         help="never download a missing dataset; fail with where to put it")
     parser.add_argument("--resume", action="store_true",
