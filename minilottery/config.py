@@ -173,9 +173,13 @@ class Config:
         unknown = sorted(set(stored) - set(names))
         missing = [name for name in names if name not in stored]
         if unknown or missing:
+            problems = []
+            if unknown:
+                problems.append(f"unknown settings {unknown}")
+            if missing:
+                problems.append(f"missing settings {missing}")
             raise ConfigError(f"{source} was written by another version of minilottery: "
-                              + "; ".join([f"unknown settings {unknown}"] * bool(unknown)
-                                          + [f"missing settings {missing}"] * bool(missing)))
+                              + "; ".join(problems))
         try:
             return cls(**stored)
         except ConfigError as error:
@@ -268,7 +272,7 @@ def _canonical(value):
     """One line of JSON, keys sorted, no spaces: equal settings give equal text."""
     if value is _ABSENT:
         return None
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def _sha256(text):
