@@ -1,18 +1,61 @@
 """What an experiment is: the net, its training schedule, its pruning rates, its controls.
 
-``PAPER`` holds Frankle & Carbin's settings (Fig. 2 table, App. G/H; see
-PAPER.md in the design notes), ``QUICK`` the laptop defaults that
-``python -m minilottery.run NET`` uses: shorter schedules chosen to finish in
-minutes on two cores and still show the paper's effect. ``make_config``
-merges a preset with user overrides and validates the result before any
-training starts.
+``PAPER`` holds Frankle & Carbin's settings (Frankle & Carbin 2019, Fig. 2 and
+App. G/H; docs/paper.md lists them with their sections), ``QUICK`` the laptop
+defaults that ``python -m minilottery.run NET`` uses: shorter schedules chosen
+to finish in minutes on two cores and still show the paper's effect.
+``make_config`` merges a preset with user overrides.
+
+A Config is checked when it is made: every setting against its rule in
+``RULES`` (its type and range, from minilottery.checks, the rules the
+optimizers use too), then the rules that relate two settings
+(``Config.validate``). A bad setting raises ConfigError, one line naming the
+setting and the bad value, before anything is trained or written.
+
+config.json and its fingerprint
+-------------------------------
+A run stores its Config as config.json: every setting, readable, and after
+them a *fingerprint*, the same settings as one line of canonical JSON (sorted
+keys, no spaces) with the sha256 of that line::
+
+    {
+      "batch_size": 60,
+      ...
+      "val_size": 5000,
+      "fingerprint": {
+        "settings": "{\\"batch_size\\":60,...,\\"val_size\\":5000}",
+        "sha256": "3b0c..."
+      }
+    }
+
+``load_config`` (and ``Config.from_json``) reads it back and refuses a file
+that was edited by hand, naming the setting:
+
+1. the line must hash to its sha256 (else the fingerprint itself was edited);
+2. each readable setting must equal the one in the line, or the message says
+   ``config.json was edited by hand: iterations is 500, the run was made
+   with 1000``: the line keeps the values the run was made with;
+3. the settings must be exactly this version's (no unknown, none missing)
+   and obey the rules above.
+
+The fingerprint detects mistakes, not forgery: whoever rewrites the line and
+its sha256 can make any config.json pass.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from . import checks
+from .data import TRAIN_EXAMPLES
+
+__all__ = ["NETS", "OPTIMIZERS", "PRESETS", "PAPER", "QUICK", "RULES", "Config", "ConfigError",
+           "make_config", "load_config"]
 
 # net name -> (builder in minilottery.models.BUILDERS, dropout rate, dataset)
 NETS = {
@@ -28,9 +71,17 @@ NETS = {
 OPTIMIZERS = ("adam", "sgd")
 
 
+class ConfigError(ValueError):
+    """A setting, or a stored config.json, is not valid; the message names it."""
+
+
 @dataclass(frozen=True)
 class Config:
-    """Every setting of one lottery experiment (stored as config.json in the run)."""
+    """Every setting of one lottery experiment (stored as config.json in the run).
+
+    Checked when made (see the module docstring): ``Config(..., lr=float("inf"))``
+    raises ConfigError. Numbers come back in their plain form: lr 1 becomes 1.0.
+    """
 
     net: str
     iterations: int              # training budget per level, in minibatches
@@ -46,13 +97,20 @@ class Config:
     reinits: int = 1             # random-reinit controls per trial and level (paper: 3)
     random_prunes: int = 1       # random-pruning controls per trial and level
     seed: int = 0
-    eval_every: int = 100        # paper: validation and test every 100 iterations
+    eval_every: int = 100        # paper: every 100 iterations; the last one is always evaluated,
+                                 # so eval_every >= iterations means one evaluation, at the end
     eval_batch_size: int = 500   # evaluation chunk: bounds memory, not results
     rewind_iteration: int = 0    # 0: reset to theta_0 (the paper); k > 0: rewind to theta_k
     one_shot: bool = False       # prune the dense net once to each level's size
     layer_rates: dict = field(default_factory=dict)  # per-layer overrides {"fc1": 0.3}
     val_size: int = 5000         # held out of the training set with a fixed seed
     val_seed: int = 0
+    preset: str | None = None    # the preset make_config started from (None: made directly)
+
+    def __post_init__(self):
+        for name, rule in RULES.items():  # check each setting, keep its plain form
+            object.__setattr__(self, name, _apply(rule, getattr(self, name), name))
+        self.validate()
 
     @property
     def builder(self):
@@ -66,44 +124,192 @@ class Config:
     def dataset(self):
         return NETS[self.net][2]
 
+    def validate(self):
+        """Raise ConfigError naming the first bad setting: each setting's rule in
+        RULES, then the rules between settings. Runs when a Config is made."""
+        for name, rule in RULES.items():
+            _apply(rule, getattr(self, name), name)
+        if self.rewind_iteration > self.iterations:
+            raise ConfigError(f"rewind_iteration {self.rewind_iteration} is beyond the "
+                              f"training budget of {self.iterations} iterations")
+        examples = TRAIN_EXAMPLES[self.dataset]
+        if self.val_size >= examples:
+            raise ConfigError(f"val_size {self.val_size} leaves no training examples: "
+                              f"{self.dataset} has {examples}")
+        if self.batch_size > examples - self.val_size:
+            raise ConfigError(f"batch_size {self.batch_size} is more than the "
+                              f"{examples - self.val_size} training examples of {self.dataset} "
+                              f"({examples} minus val_size {self.val_size})")
+
+    def settings(self):
+        """The settings as a plain dict, keys sorted (what config.json holds)."""
+        return dict(sorted(dataclasses.asdict(self).items()))
+
     def to_json(self):
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+        """config.json: the settings, then their fingerprint (see the module docstring)."""
+        line = _canonical(self.settings())
+        fingerprint = {"settings": line, "sha256": _sha256(line)}
+        return json.dumps({**self.settings(), "fingerprint": fingerprint}, indent=2) + "\n"
 
     @classmethod
-    def from_json(cls, text):
-        fields = {f.name for f in dataclasses.fields(cls)}
-        values = json.loads(text)
-        unknown = set(values) - fields
-        if unknown:
-            raise ValueError(f"config.json: unknown settings {sorted(unknown)}")
-        return cls(**values)
+    def from_json(cls, text, source="config.json"):
+        """The Config that ``to_json`` wrote; ConfigError (naming ``source`` and the
+        setting) if the text is not such a file or was edited by hand."""
+        try:
+            stored = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{source}: not valid JSON ({error})") from None
+        if not isinstance(stored, dict):
+            raise ConfigError(f"{source}: expected a JSON object of settings, "
+                              f"got {type(stored).__name__}")
+        made_with = _made_with(stored.pop("fingerprint", None), source)
+        edits = [_describe_edit(name, stored, made_with)
+                 for name in sorted(set(stored) | set(made_with))
+                 if _canonical(stored.get(name, _ABSENT)) != _canonical(made_with.get(name, _ABSENT))]
+        if edits:
+            raise ConfigError(f"{source} was edited by hand: {'; '.join(edits)}. Undo the edit, "
+                              f"or start a new run in another directory")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(stored) - set(names))
+        missing = [name for name in names if name not in stored]
+        if unknown or missing:
+            problems = []
+            if unknown:
+                problems.append(f"unknown settings {unknown}")
+            if missing:
+                problems.append(f"missing settings {missing}")
+            raise ConfigError(f"{source} was written by another version of minilottery: "
+                              + "; ".join(problems))
+        try:
+            return cls(**stored)
+        except ConfigError as error:
+            raise ConfigError(f"{source}: {error}") from None
 
-    def validate(self):
-        """Raise ValueError naming the first bad setting (before any training)."""
-        if self.net not in NETS:
-            raise ValueError(f"unknown net {self.net!r}; choose from {', '.join(NETS)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
-        for name in ("iterations", "batch_size", "trials", "eval_every", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("rounds", "reinits", "random_prunes", "rewind_iteration", "val_size"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be at least 0, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        rates = {"fc_rate": self.fc_rate, "conv_rate": self.conv_rate,
-                 "output_rate": self.output_rate}
-        rates.update({f"layer_rates[{k!r}]": v for k, v in self.layer_rates.items()})
-        for name, rate in rates.items():
-            if not 0 <= rate < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {rate}")
-        if self.rewind_iteration > self.iterations:
-            raise ValueError(f"rewind_iteration {self.rewind_iteration} is beyond the "
-                             f"training budget of {self.iterations} iterations")
 
+def load_config(path):
+    """The validated Config stored in the file ``path`` (a run's config.json).
+
+    Raises ConfigError, one line naming the file and the setting, if the file
+    cannot be read, is not a config.json, or was edited by hand.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read ({error.strerror or error})") from None
+    return Config.from_json(text, source=path)
+
+
+# --------------------------------------------------------------------------
+# The rules: each setting's type and range. Config applies every one of them.
+# --------------------------------------------------------------------------
+
+def _rate(value, name):
+    """A pruning rate: the fraction of surviving weights pruned per round, in [0, 1)."""
+    return checks.real(value, name, low=0.0, high=1.0, high_open=True)
+
+
+def _layer_rates(value, name):
+    """{layer name: rate}, e.g. {"fc1": 0.3}; copied, so that the Config owns it."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a dict of layer name -> rate, got {value!r}")
+    for layer in value:
+        if not isinstance(layer, str) or not layer:
+            raise ValueError(f"{name} must be keyed by layer names, got the key {layer!r}")
+    return {layer: _rate(rate, f"{name}[{layer!r}]") for layer, rate in sorted(value.items())}
+
+
+def _preset(value, name):
+    return checks.choice(value, name, (None, *PRESETS))
+
+
+def _apply(rule, value, name):
+    try:
+        return rule(value, name)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+_at_least_1 = partial(checks.integer, low=1)
+_at_least_0 = partial(checks.integer, low=0)
+
+RULES = {
+    "net": partial(checks.choice, options=tuple(NETS)),
+    "iterations": _at_least_1,
+    "batch_size": _at_least_1,
+    "lr": checks.learning_rate,
+    "fc_rate": _rate,
+    "conv_rate": _rate,
+    "output_rate": _rate,
+    "rounds": _at_least_0,
+    "optimizer": partial(checks.choice, options=OPTIMIZERS),
+    "momentum": partial(checks.real, low=0.0, high=1.0, high_open=True, float32=True),
+    "trials": _at_least_1,
+    "reinits": _at_least_0,
+    "random_prunes": _at_least_0,
+    "seed": checks.seed,
+    "eval_every": _at_least_1,
+    "eval_batch_size": _at_least_1,
+    "rewind_iteration": _at_least_0,
+    "one_shot": checks.boolean,
+    "layer_rates": _layer_rates,
+    "val_size": _at_least_0,
+    "val_seed": checks.seed,
+    "preset": _preset,
+}
+
+
+# --------------------------------------------------------------------------
+# The fingerprint
+# --------------------------------------------------------------------------
+
+_ABSENT = object()  # a setting missing from one side of the comparison
+
+
+def _canonical(value):
+    """One line of JSON, keys sorted, no spaces: equal settings give equal text."""
+    if value is _ABSENT:
+        return None
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _sha256(text):
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _made_with(fingerprint, source):
+    """The settings the run was made with: the fingerprint's line, checked against its sha256."""
+    if fingerprint is None:
+        raise ConfigError(f"{source} has no fingerprint: it was not written by minilottery, "
+                          f"or its fingerprint was removed")
+    if not (isinstance(fingerprint, dict) and set(fingerprint) == {"settings", "sha256"}
+            and isinstance(fingerprint["settings"], str)):
+        raise ConfigError(f"{source}: the fingerprint must be {{\"settings\": ..., \"sha256\": ...}}, "
+                          f"got {fingerprint!r}")
+    line = fingerprint["settings"]
+    if _sha256(line) != fingerprint["sha256"]:
+        raise ConfigError(f"{source} was edited by hand: its fingerprint's settings no longer "
+                          f"hash to its sha256, so the run's settings are unknown; restore the "
+                          f"file, or start a new run in another directory")
+    made_with = json.loads(line)
+    if not isinstance(made_with, dict):
+        raise ConfigError(f"{source}: the fingerprint's settings must be a JSON object, got {line!r}")
+    return made_with
+
+
+def _describe_edit(name, stored, made_with):
+    if name not in stored:
+        return f"{name} was removed (the run was made with {_canonical(made_with[name])})"
+    if name not in made_with:
+        return f"{name} was added (it is {_canonical(stored[name])})"
+    return f"{name} is {_canonical(stored[name])}, the run was made with {_canonical(made_with[name])}"
+
+
+# --------------------------------------------------------------------------
+# Presets
+# --------------------------------------------------------------------------
 
 def _paper(iterations, lr, conv=0.0, fc=0.2, rounds=20, eval_batch_size=100):
     return dict(iterations=iterations, batch_size=60, lr=lr, fc_rate=fc, conv_rate=conv,
@@ -135,17 +341,17 @@ PRESETS = {"quick": QUICK, "paper": PAPER}
 
 
 def make_config(net, preset="quick", **overrides):
-    """The preset's settings for ``net``, with ``overrides`` (None values ignored), validated."""
-    if net not in NETS:
-        raise ValueError(f"unknown net {net!r}; choose from {', '.join(NETS)}")
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    """The preset's settings for ``net``, with ``overrides`` (None values ignored).
+
+    The Config records the preset it started from (``config.preset``); the
+    overrides are in its values. Raises ConfigError naming a bad setting.
+    """
+    _apply(RULES["net"], net, "net")
+    _apply(partial(checks.choice, options=tuple(PRESETS)), preset, "preset")
     settings = dict(PRESETS[preset][net])
     settings.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in dataclasses.fields(Config)}
+    known = {f.name for f in dataclasses.fields(Config)} - {"net", "preset"}
     unknown = set(settings) - known
     if unknown:
-        raise ValueError(f"unknown settings {sorted(unknown)}")
-    config = Config(net=net, **settings)
-    config.validate()
-    return config
+        raise ConfigError(f"unknown settings {sorted(unknown)}")
+    return Config(net=net, preset=preset, **settings)

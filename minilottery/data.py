@@ -6,17 +6,39 @@
     for step, idx in zip(range(1000), minibatches(len(ds.x_train), 60, seed=0)):
         xb, yb = ds.x_train[idx], ds.y_train[idx]
 
-Where the data is looked for (first hit wins), for ``name`` in {mnist, cifar10}:
+Where the data is looked for, for ``name`` in {mnist, cifar10}. Each place is
+a *root*: the dataset is looked for in ``<root>/<name>/`` and then in
+``<root>`` itself (so a root may point straight at the dataset's folder).
 
-1. the ``data_dir`` argument,
-2. the ``MINILOTTERY_DATA`` environment variable,
-3. the project's own ``data/`` folder (MNIST ships there),
-4. the per-user cache ``$XDG_CACHE_HOME/minilottery`` (default ``~/.cache/minilottery``).
+* An explicit ``data_dir`` argument is the only root: it must be an existing
+  folder, and if it does not hold the dataset the loader downloads into
+  ``data_dir/<name>/`` (``download=True``) or raises DatasetNotFoundError
+  naming it. It never falls back to the places below.
+* Without ``data_dir``, the first of these that holds the dataset wins:
+  1. the ``MINILOTTERY_DATA`` environment variable,
+  2. the project's own ``data/`` folder (MNIST ships there),
+  3. the per-user cache ``$XDG_CACHE_HOME/minilottery`` (default ``~/.cache/minilottery``).
+  If ``MINILOTTERY_DATA`` is set, it must name an existing folder (else
+  DatasetNotFoundError naming it: a typo is not skipped silently); a folder
+  that holds only some datasets (say CIFAR-10) is fine, the others are looked
+  for further down. If nothing is found and ``download=True``, the canonical
+  files are downloaded into ``<$MINILOTTERY_DATA, else the cache>/<name>/``.
 
-Each of these is a *root*: the dataset is looked for in ``<root>/<name>/``
-and then in ``<root>`` itself (so ``data_dir`` may point straight at the
-dataset's folder). If nothing is found and ``download=True``, the canonical
-files are downloaded into ``<first of data_dir, $MINILOTTERY_DATA, cache>/<name>/``.
+Every loaded Dataset records where it came from in ``.provenance``, a
+JSON-able dict (the run directory keeps it as data.json)::
+
+    {"dataset": "mnist",
+     "source": "/abs/path/data/mnist",        # the folder or file read, resolved
+     "found_by": "the project's data/ folder", # or "data_dir argument", "$MINILOTTERY_DATA",
+                                              # "per-user cache", "downloaded"
+     "files": [{"path": "/abs/path/data/mnist/train-images-idx3-ubyte.gz",
+                "algorithm": "md5", "checksum": "6bbc9ace...",
+                "of": "the decompressed content"}, ...],   # every file verified
+     "examples": {"train": 55000, "val": 5000, "test": 10000}}
+
+``files`` lists each file whose checksum was verified, with that checksum:
+MNIST's four IDX files (md5 of the decompressed bytes), CIFAR-10's six batch
+files or its tar.gz (md5 of the file) or its .npz (sha256 of the file).
 
 Accepted files in a dataset folder:
 
@@ -71,6 +93,10 @@ __all__ = [
 # and checksums are dataformats'.
 # --------------------------------------------------------------------------
 
+#: Training examples of each dataset (before the validation split). The files are
+#: checked against their published checksums, so these counts are fixed.
+TRAIN_EXAMPLES = {"mnist": 60_000, "cifar10": 50_000}
+
 #: The repository's top-level data/ folder (MNIST ships in data/mnist/).
 PROJECT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 ENV_VAR = "MINILOTTERY_DATA"
@@ -96,6 +122,8 @@ class Dataset:
     mean, std: float32 (C,), the statistics applied, x = (pixel/255 - mean) / std
                (zeros and ones when loaded with normalize=False).
     source:    the file or folder the data was read from.
+    provenance: where the data came from, JSON-able: the source, how it was found,
+               every verified file with its checksum (see the module docstring).
     """
 
     name: str
@@ -110,6 +138,7 @@ class Dataset:
     std: np.ndarray
     source: str = ""
     val_seed: int = field(default=0)
+    provenance: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -141,14 +170,17 @@ def load_mnist(data_dir=None, *, val_size=5000, val_seed=0, normalize=True, down
     ``np.empty``; the command line passes ``SharedArrays.empty`` to load them
     straight into shared memory for its worker processes, see minilottery.shared).
     """
-    folder, looked = _find("mnist", data_dir, _mnist_missing)
+    folder, found_by, looked = _find("mnist", data_dir, _mnist_missing)
     if folder is None:
         folder = _download_or_raise("MNIST", "mnist", data_dir, looked, download, _download_mnist,
                                     needs="the four files " + _mnist_names(dataformats.MNIST_MD5))
+        found_by = "downloaded"
     x_train, y_train = dataformats.read_mnist_pair(folder, "train")
     x_test, y_test = dataformats.read_mnist_pair(folder, "t10k")
+    files = [_verified(dataformats.mnist_file(folder, stem), "md5", md5, "the decompressed content")
+             for stem, md5 in dataformats.MNIST_MD5.items()]
     return _build("mnist", dataformats.MNIST_CLASSES, x_train, y_train, x_test, y_test,
-                  val_size, val_seed, normalize, str(folder), allocate)
+                  val_size, val_seed, normalize, folder, allocate, found_by, files)
 
 
 def load_cifar10(data_dir=None, *, val_size=5000, val_seed=0, normalize=True, download=True,
@@ -159,22 +191,25 @@ def load_cifar10(data_dir=None, *, val_size=5000, val_seed=0, normalize=True, do
     .npz layout (see minilottery.dataformats); (50,000 - val_size) training and
     val_size validation examples. ``allocate``: as for load_mnist.
     """
-    source, looked = _find("cifar10", data_dir, _cifar_missing)
+    source, found_by, looked = _find("cifar10", data_dir, _cifar_missing)
     if source is None:
         folder = _download_or_raise("CIFAR-10", "cifar10", data_dir, looked, download, _download_cifar10,
                                     needs="one of " + _cifar_layouts())
-        source = folder / dataformats.CIFAR10_TAR
+        source, found_by = folder / dataformats.CIFAR10_TAR, "downloaded"
     else:
         source = _cifar_source(source)
     if source.suffix == ".npz":
         arrays = dataformats.read_cifar_npz(source)
+        files = [_verified(source, "sha256", dataformats.CIFAR10_NPZ_SHA256)]
     elif source.is_dir():
         arrays = dataformats.read_cifar_folder(source)
+        files = [_verified(source / name, "md5", md5) for name, md5 in dataformats.CIFAR10_BATCH_MD5.items()]
     else:
         arrays = dataformats.read_cifar_tar(source)
+        files = [_verified(source, "md5", dataformats.CIFAR10_TAR_MD5)]
     x_train, y_train, x_test, y_test, classes = arrays
     return _build("cifar10", classes, x_train, y_train, x_test, y_test,
-                  val_size, val_seed, normalize, str(source), allocate)
+                  val_size, val_seed, normalize, source, allocate, found_by, files)
 
 
 # --------------------------------------------------------------------------
@@ -230,34 +265,49 @@ def cache_dir() -> Path:
 
 
 def data_roots(data_dir=None) -> list[tuple[Path, str]]:
-    """The roots searched, in order, each with a note saying where it comes from."""
-    roots = []
+    """The roots searched, in order, each with a note saying where it comes from:
+    ``data_dir`` alone if given, else $MINILOTTERY_DATA (if set), data/, the cache.
+
+    An explicit root (``data_dir``, or the environment variable) must be an
+    existing folder: else DatasetNotFoundError naming it.
+    """
     if data_dir is not None:
-        roots.append((Path(data_dir).expanduser(), "data_dir argument"))
+        return [(_explicit_folder(data_dir, "data_dir"), "data_dir argument")]
+    roots = []
     if os.environ.get(ENV_VAR):
-        roots.append((Path(os.environ[ENV_VAR]).expanduser(), f"${ENV_VAR}"))
+        roots.append((_explicit_folder(os.environ[ENV_VAR], f"${ENV_VAR}"), f"${ENV_VAR}"))
     roots.append((PROJECT_DATA_DIR, "the project's data/ folder"))
     roots.append((cache_dir(), "per-user cache"))
     return roots
+
+
+def _explicit_folder(path, what) -> Path:
+    """A folder the user named: it must exist and be a folder (never skipped silently)."""
+    folder = Path(path).expanduser()
+    if folder.is_dir():
+        return folder
+    problem = "is a file, not a folder" if folder.exists() else "does not exist"
+    raise DatasetNotFoundError(f"{what} {folder} {problem}: name an existing folder that holds "
+                               f"the dataset (or an empty one to download it into)")
 
 
 def _find(name, data_dir, missing):
     """First folder ``<root>/<name>`` or ``<root>`` with nothing missing.
 
     ``missing(folder)`` returns "" if the folder holds the dataset, else a short
-    description of what is missing. Returns (folder or None, lines describing
-    every place looked).
+    description of what is missing. Returns (folder or None, the note of its
+    root, lines describing every place looked).
     """
     looked = []
     for root, why in data_roots(data_dir):
-        if root == PROJECT_DATA_DIR and not os.environ.get(ENV_VAR):
+        if data_dir is None and root == PROJECT_DATA_DIR and not os.environ.get(ENV_VAR):
             looked.append(f"  ${ENV_VAR} is not set")
         for folder in (root / name, root):
             problem = missing(folder)
             if not problem:
-                return folder, looked
+                return folder, why, looked
             looked.append(f"  {folder}  ({why}): {problem}")
-    return None, looked
+    return None, None, looked
 
 
 def _mnist_missing(folder: Path) -> str:
@@ -346,9 +396,15 @@ def _download_cifar10(folder: Path) -> None:
 # Split, convert, normalise
 # --------------------------------------------------------------------------
 
+def _verified(path, algorithm, checksum, of="the file") -> dict:
+    """One entry of Dataset.provenance["files"]: a file and the checksum it was verified against."""
+    return {"path": str(Path(path).resolve()), "algorithm": algorithm, "checksum": checksum, "of": of}
+
+
 def _build(name, classes, x_train, y_train, x_test, y_test, val_size, val_seed, normalize, source,
-           allocate=np.empty) -> Dataset:
-    """uint8 NCHW arrays (possibly strided views) -> a normalised float32 Dataset."""
+           allocate=np.empty, found_by="", files=()) -> Dataset:
+    """uint8 NCHW arrays (possibly strided views) -> a normalised float32 Dataset,
+    read from ``source`` (found as ``found_by`` says; ``files``: those verified)."""
     n = len(x_train)
     if isinstance(val_size, bool) or not isinstance(val_size, (int, np.integer)) or not 0 <= val_size < n:
         raise ValueError(f"val_size must be an integer in [0, {n}) for {name} "
@@ -366,11 +422,14 @@ def _build(name, classes, x_train, y_train, x_test, y_test, val_size, val_seed, 
     for split, x, idx in (("train", x_train, train_idx), ("val", x_train, val_idx),
                           ("test", x_test, np.arange(len(x_test)))):
         splits[split] = _to_float(x, idx, mean, std, normalize, allocate)
+    provenance = {"dataset": name, "source": str(Path(source).resolve()), "found_by": found_by,
+                  "files": list(files),
+                  "examples": {"train": len(train_idx), "val": len(val_idx), "test": len(x_test)}}
     return Dataset(name=name, classes=tuple(classes),
                    x_train=splits["train"], y_train=y_train[train_idx],
                    x_val=splits["val"], y_val=y_train[val_idx],
                    x_test=splits["test"], y_test=y_test,
-                   mean=mean, std=std, source=source, val_seed=val_seed)
+                   mean=mean, std=std, source=str(source), val_seed=val_seed, provenance=provenance)
 
 
 def _pixel_statistics(x_u8: np.ndarray, idx: np.ndarray, chunk: int = 5000):

@@ -1,9 +1,10 @@
 """Mask-aware optimizers (SGD with momentum, Adam) and learning-rate schedules.
 
 An optimizer walks ``model.layers``; every layer holds ``params``, ``grads`` and
-``masks`` dicts (see CONTRACT.md). For each parameter tensor it runs ONE fused
-Numba kernel, a single pass over the raveled tensor that does weight decay,
-the moment updates, the (bias-corrected) step and the mask:
+``masks`` dicts (the model protocol of minilottery.models' docstring). For each
+parameter tensor it runs ONE fused Numba kernel, a single pass over the raveled
+tensor that does weight decay, the moment updates, the (bias-corrected) step and
+the mask:
 
     SGD  (momentum mu, weight decay lambda; the PyTorch / Sutskever form)
         g <- g + lambda * w
@@ -36,23 +37,27 @@ Learning-rate schedules are callables ``iteration -> lr``:
 
 ``lr`` (the base) may itself be a number or a schedule, so they compose; the
 warmup factor multiplies whatever the inner schedule gives. VGG-19 with warmup
-(PAPER.md §4: k = 10,000, lr 0.1 divided by 10 after epochs 80 and 120 of 703
-iterations each) is
+(Frankle & Carbin 2019, §4 and App. I.2: k = 10,000, lr 0.1 divided by 10 after
+epochs 80 and 120 of 703 iterations each) is
 
     linear_warmup(step_decay(0.1, [56_240, 84_360]), 10_000)
 
 lr(0) = 0, lr(5,000) = 0.05, lr(10,000) = 0.1, lr(56,240) = 0.01, lr(84,360) = 0.001
 (up to float rounding: 0.1 * 0.1 = 0.010000000000000002).
 
+Every number is checked when an optimizer or schedule is made, with the rules
+of minilottery.checks that Config uses too: a learning rate is finite and > 0
+(also once rounded to float32), momentum and betas lie in [0, 1), eps > 0,
+weight decay >= 0. A schedule may give 0 at an iteration (warmup at t = 0),
+never a negative or infinite rate.
+
 Run with NUMBA_DISABLE_JIT=1 to step through the kernels in plain Python.
 """
-
-import math
-import numbers
 
 import numpy as np
 from numba import njit, prange
 
+from . import checks
 from . import threads  # noqa: F401  (chooses Numba's threading layer before any kernel runs)
 
 __all__ = [
@@ -157,22 +162,9 @@ def adam_kernel(w, g, m, v, mask, lr, beta1, beta2, eps, weight_decay,
 # Learning-rate schedules
 # --------------------------------------------------------------------------
 
-def _check_number(value, what, *, low=0.0, high=None, low_inclusive=True):
-    """Return float(value) if it is a finite real in the allowed range, else ValueError."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{what} must be a finite number, got {value!r}")
-    value = float(value)
-    if value < low or (not low_inclusive and value == low):
-        bound = ">=" if low_inclusive else ">"
-        raise ValueError(f"{what} must be {bound} {low}, got {value!r}")
-    if high is not None and value >= high:
-        raise ValueError(f"{what} must be < {high}, got {value!r}")
-    return value
-
-
 def _check_lr(lr, what="lr"):
-    """A learning rate is a number >= 0 or a callable schedule."""
-    return lr if callable(lr) else _check_number(lr, what)
+    """A learning rate is a schedule (a callable) or a number (checks.learning_rate)."""
+    return lr if callable(lr) else checks.learning_rate(lr, what)
 
 
 def _evaluate(lr, iteration):
@@ -183,7 +175,7 @@ class Constant:
     """lr(t) = lr for every iteration t."""
 
     def __init__(self, lr):
-        self.lr = _check_number(lr, "lr")
+        self.lr = checks.learning_rate(lr, "lr")
 
     def __call__(self, iteration):
         return self.lr
@@ -194,15 +186,13 @@ class Constant:
 
 class LinearWarmup:
     """lr(t) = base(t) * min(1, t / k): rises linearly from 0 at t = 0 to the base
-    lr at t = k, then follows the base (PAPER.md §2 Warmup; k = warmup_iterations).
+    lr at t = k, then follows the base (Frankle & Carbin 2019, §4 and App. I.5;
+    k = warmup_iterations).
     base is a number or another schedule."""
 
     def __init__(self, lr, warmup_iterations):
         self.base = _check_lr(lr)
-        if isinstance(warmup_iterations, bool) or not isinstance(warmup_iterations, numbers.Integral) \
-                or warmup_iterations < 1:
-            raise ValueError(f"warmup_iterations must be an integer >= 1, got {warmup_iterations!r}")
-        self.warmup_iterations = int(warmup_iterations)
+        self.warmup_iterations = checks.integer(warmup_iterations, "warmup_iterations", low=1)
 
     def __call__(self, iteration):
         return _evaluate(self.base, iteration) * min(1.0, iteration / self.warmup_iterations)
@@ -213,19 +203,17 @@ class LinearWarmup:
 
 class StepDecay:
     """lr(t) = base(t) * factor ** (number of milestones <= t): with factor 0.1 the lr
-    is divided by 10 at each milestone (VGG-19 / ResNet-18, PAPER.md §1).
+    is divided by 10 at each milestone (VGG-19 and Resnet-18: Frankle & Carbin 2019,
+    App. I.2 and I.3).
     base is a number or another schedule; milestones strictly increasing ints >= 1."""
 
     def __init__(self, lr, milestones, factor=0.1):
         self.base = _check_lr(lr)
-        milestones = list(milestones)
-        for i, ms in enumerate(milestones):
-            if isinstance(ms, bool) or not isinstance(ms, numbers.Integral) or ms < 1 \
-                    or (i > 0 and ms <= milestones[i - 1]):
-                raise ValueError("milestones must be strictly increasing integers >= 1, "
-                                 f"got {milestones!r}")
-        self.milestones = [int(ms) for ms in milestones]
-        self.factor = _check_number(factor, "factor", low=0.0, low_inclusive=False)
+        milestones = [checks.integer(ms, f"milestones[{i}]", low=1) for i, ms in enumerate(milestones)]
+        if any(later <= earlier for earlier, later in zip(milestones, milestones[1:])):
+            raise ValueError(f"milestones must be strictly increasing, got {milestones!r}")
+        self.milestones = milestones
+        self.factor = checks.real(factor, "factor", low=0.0, low_open=True)
 
     def __call__(self, iteration):
         passed = sum(1 for ms in self.milestones if ms <= iteration)
@@ -235,7 +223,7 @@ class StepDecay:
         return f"step_decay({self.base!r}, {self.milestones!r}, factor={self.factor!r})"
 
 
-# The spellings used in CONTRACT.md.
+# Lower-case spellings, for schedules written as formulas: linear_warmup(step_decay(...), k).
 constant = Constant
 linear_warmup = LinearWarmup
 step_decay = StepDecay
@@ -260,7 +248,7 @@ class Optimizer:
             raise ValueError(f"model must have .layers, got {type(model).__name__}")
         self.model = model
         self.lr = _check_lr(lr)
-        self.weight_decay = _check_number(weight_decay, "weight_decay")
+        self.weight_decay = checks.real(weight_decay, "weight_decay", low=0.0, float32=True)
         self.iteration = 0
         self.state = {name: {key: np.zeros(p.shape, np.float32) for key in self.STATE}
                       for name, p, _, _ in self._parameters()}
@@ -288,11 +276,9 @@ class Optimizer:
 
     def lr_now(self):
         """The learning rate of the next step: lr, or lr(iteration) for a schedule."""
-        lr = _evaluate(self.lr, self.iteration)
-        if not math.isfinite(lr) or lr < 0:
-            raise ValueError(f"schedule {self.lr!r} gave lr {lr!r} at iteration "
-                             f"{self.iteration}; it must be finite and >= 0")
-        return lr
+        return checks.real(_evaluate(self.lr, self.iteration),
+                           f"the lr that schedule {self.lr!r} gives at iteration {self.iteration}",
+                           low=0.0, float32=True)
 
     def step(self):
         """Update every parameter from its gradient, then iteration += 1."""
@@ -323,7 +309,8 @@ class SGD(Optimizer):
     STATE = ("velocity",)
 
     def __init__(self, model, lr, momentum=0.0, weight_decay=0.0):
-        self.momentum = _check_number(momentum, "momentum", high=1.0)
+        self.momentum = checks.real(momentum, "momentum", low=0.0, high=1.0, high_open=True,
+                                    float32=True)
         super().__init__(model, lr, weight_decay)
 
     def _update(self, param, grad, state, mask, lr):
@@ -339,11 +326,11 @@ class Adam(Optimizer):
     STATE = ("m", "v")
 
     def __init__(self, model, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        if len(betas) != 2:
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        self.betas = (_check_number(betas[0], "betas[0]", high=1.0),
-                      _check_number(betas[1], "betas[1]", high=1.0))
-        self.eps = _check_number(eps, "eps", low=0.0, low_inclusive=False)
+        self.betas = tuple(checks.real(beta, f"betas[{i}]", low=0.0, high=1.0, high_open=True,
+                                       float32=True) for i, beta in enumerate(betas))
+        self.eps = checks.real(eps, "eps", low=0.0, low_open=True, float32=True)
         super().__init__(model, lr, weight_decay)
 
     def step(self):

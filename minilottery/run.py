@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import lottery
-from .config import NETS, PRESETS, Config, make_config
+from .config import NETS, PRESETS, load_config, make_config
 from .progress import ConsoleReporter, duration
 from .results import table
 from .rundir import RunFileError, RunInUse, RunWriteError
@@ -30,6 +30,15 @@ OVERRIDES = {
     "random_prunes": int, "batch_size": int, "lr": float, "momentum": float,
     "fc_rate": float, "conv_rate": float, "output_rate": float, "eval_every": int,
 }
+
+
+class RecordGiven(argparse.Action):
+    """Store the value and note that the flag was given: on --resume an explicit
+    --preset quick must match the stored run, the default need not."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, self.dest + "_given", True)
 
 
 def parse_layer_rate(text):
@@ -54,12 +63,13 @@ def build_parser():
         epilog=f"Presets (LeNet values shown; see README for all nets): {presets}.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("net", choices=list(NETS), help="the network (and its dataset)")
-    parser.add_argument("--preset", choices=list(PRESETS), default="quick",
+    parser.add_argument("--preset", choices=list(PRESETS), default="quick", action=RecordGiven,
                         help="schedule: 'quick' for minutes on a laptop, 'paper' for the paper's")
     parser.add_argument("--out", type=Path, default=None,
                         help="run directory (default: runs/NET-PRESET-seedSEED)")
     parser.add_argument("--data-dir", type=Path, default=None,
-                        help="where the datasets are (else $MINILOTTERY_DATA, data/, the cache)")
+                        help="the folder that holds the dataset, the only one looked in "
+                             "(without it: $MINILOTTERY_DATA, data/, the cache)")
     parser.add_argument("--no-download", action="store_true",
                         help="never download a missing dataset; fail with where to put it")
     parser.add_argument("--resume", action="store_true",
@@ -94,23 +104,29 @@ def build_parser():
 
 
 def resolve_config(args):
-    """The Config the command asks for (or, with --resume, the stored one), validated."""
+    """The Config the command asks for, or with --resume the stored one, validated.
+
+    On --resume every flag given explicitly (the net, --preset, each setting)
+    must agree with the stored config.json (read with load_config, which
+    refuses a hand-edited file); a disagreement is an error naming each one.
+    """
     overrides = {name: getattr(args, name) for name in OVERRIDES}
     overrides.update(optimizer=args.optimizer, rewind_iteration=args.rewind_iteration,
                      one_shot=args.one_shot,
                      layer_rates=dict(args.rate) if args.rate else None)
-    config = make_config(args.net, args.preset, **overrides)
     stored_path = args.out / "config.json"
-    if args.resume and stored_path.exists():
-        stored = Config.from_json(stored_path.read_text(encoding="utf-8"))
-        asked = {k: v for k, v in overrides.items() if v is not None}
-        differs = {k: (getattr(stored, k), v) for k, v in asked.items() if getattr(stored, k) != v}
-        if stored.net != args.net or differs:
-            detail = ", ".join(f"{k}: stored {a}, asked {b}" for k, (a, b) in differs.items())
-            raise ValueError(f"--resume: {args.out} holds a {stored.net} run with other settings"
-                             f" ({detail or 'net'}); drop those flags or choose another --out")
-        return stored
-    return config
+    if not (args.resume and stored_path.exists()):
+        return make_config(args.net, args.preset, **overrides)
+    stored = load_config(stored_path)
+    asked = {"net": args.net, **{k: v for k, v in overrides.items() if v is not None}}
+    if getattr(args, "preset_given", False):
+        asked["preset"] = args.preset
+    differs = [f"{name} is {getattr(stored, name)!r} there, {value!r} asked"
+               for name, value in asked.items() if getattr(stored, name) != value]
+    if differs:
+        raise ValueError(f"--resume: {args.out} holds a run made with other settings "
+                         f"({'; '.join(differs)}); drop those flags or choose another --out")
+    return stored
 
 
 class Terminated(KeyboardInterrupt):

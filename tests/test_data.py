@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from minilottery import dataformats
+from minilottery import data, dataformats
 from minilottery.data import (ChecksumError, DataError, DataFormatError, DatasetNotFoundError,
                               load_cifar10, load_mnist, minibatches)
 from minilottery.shared import SharedArrays
@@ -312,21 +312,77 @@ def test_data_dir_may_point_at_the_dataset_folder(isolated, monkeypatch):
 
 def test_missing_dataset_lists_every_place_and_how_to_get_it(isolated, monkeypatch):
     with pytest.raises(DatasetNotFoundError) as info:
-        load_mnist(isolated / "nowhere", download=False)
+        load_mnist(download=False)
     message = str(info.value)
-    for place in (isolated / "nowhere" / "mnist", isolated / "project" / "mnist",
-                  isolated / "xdg" / "minilottery" / "mnist"):
+    for place in (isolated / "project" / "mnist", isolated / "xdg" / "minilottery" / "mnist"):
         assert str(place) in message
     assert "MINILOTTERY_DATA is not set" in message and "download=True" in message
     assert "train-images-idx3-ubyte" in message
     assert isinstance(info.value, DataError) and isinstance(info.value, FileNotFoundError)
 
+    (isolated / "envroot").mkdir()
     monkeypatch.setenv("MINILOTTERY_DATA", str(isolated / "envroot"))
     with pytest.raises(DatasetNotFoundError) as info:
         load_cifar10(download=False)
     message = str(info.value)
     assert str(isolated / "envroot" / "cifar10") in message and "cifar-10-python.tar.gz" in message
     assert str(isolated / "project" / "cifar10") in message
+
+
+# An explicit place is honoured: never skipped, never replaced by another one.
+
+def test_explicit_data_dir_without_the_dataset_does_not_fall_back(isolated, monkeypatch):
+    fake_mnist(isolated / "project" / "mnist", monkeypatch)  # a dataset the search could fall back to
+    empty = isolated / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_mnist(empty, val_size=5, download=False)
+    message = str(info.value)
+    assert str(empty / "mnist") in message and f"{empty}  (data_dir argument)" in message
+    assert str(isolated / "project") not in message
+
+
+def test_explicit_data_dir_without_the_dataset_is_downloaded_into(isolated, monkeypatch):
+    fake_mnist(isolated / "project" / "mnist", monkeypatch)
+    empty = isolated / "empty"
+    empty.mkdir()
+    # stands in for the download (tested in test_download.py): the same files, in the target
+    monkeypatch.setattr(data, "_download_mnist", lambda folder: fake_mnist(folder, monkeypatch))
+    ds = load_mnist(empty, val_size=5)
+    assert ds.source == str(empty / "mnist") and ds.provenance["found_by"] == "downloaded"
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+@pytest.mark.parametrize("loader", [load_mnist, load_cifar10], ids=["mnist", "cifar10"])
+def test_explicit_data_dir_that_is_not_a_folder_is_an_error_naming_it(isolated, monkeypatch, kind, loader):
+    fake_mnist(isolated / "project" / "mnist", monkeypatch)
+    place = isolated / "typo"
+    if kind == "file":
+        place.write_text("not a folder")
+    expected = "is a file, not a folder" if kind == "file" else "does not exist"
+    with pytest.raises(DatasetNotFoundError, match=f"data_dir {place} {expected}"):
+        loader(place, val_size=5)  # download=True: nothing is downloaded into a typo
+    assert not (isolated / "typo" / "mnist").exists()
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_env_var_that_is_not_a_folder_is_an_error_naming_it(isolated, monkeypatch, kind):
+    fake_mnist(isolated / "project" / "mnist", monkeypatch)
+    place = isolated / "typo"
+    if kind == "file":
+        place.write_text("not a folder")
+    monkeypatch.setenv("MINILOTTERY_DATA", str(place))
+    with pytest.raises(DatasetNotFoundError, match=r"\$MINILOTTERY_DATA " + str(place)):
+        load_mnist(val_size=5)
+
+
+def test_env_var_folder_without_this_dataset_falls_through(isolated, monkeypatch):
+    """$MINILOTTERY_DATA may hold CIFAR-10 only: MNIST is then found further down."""
+    (isolated / "env" / "cifar10").mkdir(parents=True)
+    fake_mnist(isolated / "project" / "mnist", monkeypatch)
+    monkeypatch.setenv("MINILOTTERY_DATA", str(isolated / "env"))
+    ds = load_mnist(val_size=5, download=False)
+    assert ds.provenance["found_by"] == "the project's data/ folder"
 
 
 def test_partial_mnist_folder_is_not_found_and_says_what_is_missing(isolated, monkeypatch):
@@ -514,6 +570,80 @@ def test_minibatches_reject_bad_arguments(n, bs):
         next(minibatches(n, bs, 0))
 
 
+# ---------------------------------------------------------------- provenance
+
+def file_md5(path, decompress=False):
+    raw = path.read_bytes()
+    return md5(gzip.decompress(raw) if decompress else raw)
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gzip", "raw"])
+def test_mnist_provenance_names_the_files_and_their_verified_checksums(isolated, monkeypatch, gz):
+    folder = isolated / "d" / "mnist"
+    fake_mnist(folder, monkeypatch, gz=gz)
+    ds = load_mnist(isolated / "d", val_size=10, download=False)
+    record = json.loads(json.dumps(ds.provenance))  # JSON-able, and unchanged by the round trip
+    assert record == ds.provenance
+    assert record["dataset"] == "mnist" and record["source"] == str(folder.resolve())
+    assert record["found_by"] == "data_dir argument"
+    assert record["examples"] == {"train": 30, "val": 10, "test": 12}
+    suffix = ".gz" if gz else ""
+    assert [entry["path"] for entry in record["files"]] == [
+        str((folder / (stem + suffix)).resolve()) for stem in MNIST_STEMS]
+    for entry in record["files"]:
+        assert entry["algorithm"] == "md5" and entry["of"] == "the decompressed content"
+        assert entry["checksum"] == file_md5(Path(entry["path"]), decompress=gz)
+
+
+def test_cifar_provenance_for_each_format(isolated, monkeypatch):
+    raw, arrays = fake_cifar()
+    use_batch_md5(monkeypatch, raw)
+    write_folder(isolated / "a" / "cifar10" / "cifar-10-batches-py", raw)
+    write_tar(isolated / "c" / "cifar10" / "cifar-10-python.tar.gz", raw, monkeypatch)
+    npz = isolated / "d" / "cifar10" / "cifar10-jpeg.npz"
+    write_npz(isolated / "d" / "cifar10" / "fake.npz", arrays)
+    (isolated / "d" / "cifar10" / "fake.npz").rename(npz)
+    monkeypatch.setattr(dataformats, "CIFAR10_NPZ_SHA256", hashlib.sha256(npz.read_bytes()).hexdigest())
+    monkeypatch.setenv("MINILOTTERY_DATA", str(isolated / "c"))
+
+    batches = load_cifar10(isolated / "a", val_size=6, download=False).provenance
+    assert [Path(e["path"]).name for e in batches["files"]] == CIFAR_BATCHES
+    assert all(e["checksum"] == file_md5(Path(e["path"])) and e["of"] == "the file"
+               for e in batches["files"])
+    tar = load_cifar10(val_size=6, download=False).provenance
+    assert tar["found_by"] == "$MINILOTTERY_DATA"
+    assert tar["files"] == [{"path": str((isolated / "c" / "cifar10" / "cifar-10-python.tar.gz").resolve()),
+                             "algorithm": "md5", "of": "the file",
+                             "checksum": file_md5(isolated / "c" / "cifar10" / "cifar-10-python.tar.gz")}]
+    packed = load_cifar10(isolated / "d", val_size=6, download=False).provenance
+    assert packed["files"] == [{"path": str(npz.resolve()), "algorithm": "sha256", "of": "the file",
+                                "checksum": hashlib.sha256(npz.read_bytes()).hexdigest()}]
+    assert packed["source"] == str(npz.resolve()) and packed["examples"]["val"] == 6
+
+
+# ---------------------------------------------------------------- the command line
+
+def run_cli(*args, env=None):
+    environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "minilottery.run", *map(str, args)],
+                          capture_output=True, text=True, env=environment, timeout=300)
+
+
+@pytest.mark.parametrize("kind", ["empty", "missing", "file"])
+def test_cli_data_dir_without_mnist_is_an_error_and_writes_nothing(tmp_path, kind):
+    """Before: an empty --data-dir fell back to the bundled MNIST and the run trained on it."""
+    place = tmp_path / "place"
+    if kind == "empty":
+        place.mkdir()
+    elif kind == "file":
+        place.write_text("not a folder")
+    result = run_cli("lenet", "--iterations", "20", "--eval-every", "10", "--rounds", "1",
+                     "--data-dir", place, "--no-download", "--no-plots", "--out", tmp_path / "run")
+    assert result.returncode == 2, result.stdout
+    assert str(place) in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 # ---------------------------------------------------------------- the real files
 
 # Published class counts of canonical MNIST (train, test).
@@ -525,6 +655,9 @@ def test_real_mnist_shipped_in_the_repo(monkeypatch):
     monkeypatch.delenv("MINILOTTERY_DATA", raising=False)
     ds = load_mnist(download=False)  # found in the project's data/ folder, checksums verified
     assert ds.source == str(REPO / "data" / "mnist")
+    assert ds.provenance["found_by"] == "the project's data/ folder"
+    assert {Path(e["path"]).name.split(".")[0]: e["checksum"] for e in ds.provenance["files"]} \
+        == dataformats.MNIST_MD5
     assert ds.x_train.shape == (55000, 1, 28, 28) and ds.x_val.shape == (5000, 1, 28, 28)
     assert ds.x_test.shape == (10000, 1, 28, 28)
     counts = np.bincount(ds.y_train, minlength=10) + np.bincount(ds.y_val, minlength=10)

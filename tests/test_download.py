@@ -221,6 +221,7 @@ def serve_fake_mnist(server, monkeypatch, n_train=30, n_test=10):
 def test_load_mnist_downloads_with_fallback(server, isolated, monkeypatch):
     arrays = serve_fake_mnist(server, monkeypatch)
     monkeypatch.setattr(data, "MNIST_MIRRORS", (server.base + "/bad/", server.base + "/good/"))
+    (isolated / "root").mkdir()  # an explicit data_dir must exist (minilottery.data)
     ds = load_mnist(isolated / "root", val_size=5, normalize=False)
     folder = isolated / "root" / "mnist"
     assert listing(folder) == sorted(s + ".gz" for s in arrays)
@@ -242,6 +243,7 @@ def test_load_mnist_downloads_into_the_cache_by_default(server, isolated, monkey
 def test_load_mnist_download_failure_lists_places_and_attempts(server, isolated, monkeypatch):
     serve_fake_mnist(server, monkeypatch)
     monkeypatch.setattr(data, "MNIST_MIRRORS", (server.base + "/bad/", server.base + "/nothing/"))
+    (isolated / "env").mkdir()  # $MINILOTTERY_DATA must name an existing folder
     monkeypatch.setenv("MINILOTTERY_DATA", str(isolated / "env"))
     with pytest.raises(DatasetNotFoundError) as info:
         load_mnist()
@@ -269,6 +271,7 @@ def test_load_cifar10_downloads_the_tar(server, isolated, monkeypatch):
     monkeypatch.setattr(dataformats, "CIFAR10_BATCH_MD5", md5s)
     monkeypatch.setattr(dataformats, "CIFAR10_TAR_MD5", hashlib.md5(archive).hexdigest())
     monkeypatch.setattr(data, "CIFAR10_URLS", (server.serve("/cifar.tar.gz", archive),))
+    (isolated / "root").mkdir()
     ds = load_cifar10(isolated / "root", val_size=4, normalize=False)
     assert listing(isolated / "root" / "cifar10") == ["cifar-10-python.tar.gz"]
     assert ds.x_train.shape == (16, 3, 32, 32)

@@ -2,12 +2,13 @@
 pruning invariant (pruned weights and their state stay exactly 0), schedules,
 argument validation.
 
-The engine (layers, Sequential) is built in parallel, so these tests use a small
-STAND-IN model that implements only the protocol of CONTRACT.md the optimizers
+These tests use a small STAND-IN model that implements only the part of the
+model protocol (described in minilottery.models' docstring) that the optimizers
 use: model.layers; each layer has .name and params / grads / masks dicts.
 """
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -267,7 +268,7 @@ def test_linear_warmup_values():
 
 
 def test_step_decay_values():
-    s = step_decay(0.1, [20_000, 25_000])      # ResNet-18, PAPER.md §1
+    s = step_decay(0.1, [20_000, 25_000])      # Resnet-18, Frankle & Carbin 2019, App. I.3
     assert s(0) == pytest.approx(0.1)
     assert s(19_999) == pytest.approx(0.1)
     assert s(20_000) == pytest.approx(0.01)
@@ -332,9 +333,27 @@ def _model():
     (lambda m: step_decay(0.1, [20, 10]), "milestones"),
     (lambda m: step_decay(0.1, [10], factor=0.0), "factor"),
     (lambda m: constant(-1.0), "lr"),
+    # the same rules as Config (minilottery.checks): lr > 0, finite, also in float32
+    (lambda m: Adam(m, 0.0), "lr must be > 0"),
+    (lambda m: SGD(m, 0), "lr must be > 0"),
+    (lambda m: Adam(m, float("inf")), "lr must be a finite number"),
+    (lambda m: Adam(m, 1e39), "lr must be > 0 and finite in float32"),
+    (lambda m: SGD(m, 1e-46), "lr must be > 0 and finite in float32"),
+    (lambda m: Adam(m, True), "lr must be a number"),
+    (lambda m: Adam(m, "0.1"), "lr must be a number"),
+    (lambda m: constant(0.0), "lr must be > 0"),
+    (lambda m: linear_warmup(float("inf"), 10), "lr must be a finite number"),
+    (lambda m: step_decay(float("nan"), [10]), "lr must be a finite number"),
+    (lambda m: Adam(m, 1e-3, betas=(0.9, 0.99999999999)), "betas[1] must be in [0, 1) and finite in float32"),
+    (lambda m: Adam(m, 1e-3, betas=(0.9, float("nan"))), "betas[1]"),
+    (lambda m: Adam(m, 1e-3, eps=1e-50), "eps must be > 0 and finite in float32"),
+    (lambda m: SGD(m, 0.1, momentum=0.999999999), "momentum must be in [0, 1) and finite in float32"),
+    (lambda m: SGD(m, 0.1, weight_decay=float("inf")), "weight_decay"),
+    (lambda m: linear_warmup(0.1, 2.0), "warmup_iterations must be an integer"),
+    (lambda m: step_decay(0.1, [10, 10.5]), "milestones[1] must be an integer"),
 ])
 def test_bad_arguments_raise_naming_the_argument(build, argument):
-    with pytest.raises(ValueError, match=argument.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ValueError, match=re.escape(argument)):
         build(_model())
 
 
@@ -343,6 +362,36 @@ def test_schedule_giving_negative_lr_raises():
     opt.step()
     with pytest.raises(ValueError, match="iteration 1"):
         opt.step()
+
+
+def test_schedule_giving_an_lr_float32_cannot_hold_raises():
+    opt = Adam(_model(), lambda t: 1e39)
+    with pytest.raises(ValueError, match="iteration 0 must be >= 0 and finite in float32"):
+        opt.step()
+
+
+@settings(max_examples=200, deadline=None)
+@given(lr=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-3, 3),
+                    st.sampled_from([0.0, -0.0, 1e-46, 1e-45, 3.4e38, 3.5e38, True])))
+def test_config_optimizers_and_schedules_accept_the_same_learning_rates(lr):
+    """One rule for lr (minilottery.checks.learning_rate), wherever an lr is given."""
+    from minilottery.config import make_config
+
+    def accepts(build):
+        try:
+            build()
+            return True
+        except ValueError:
+            return False
+
+    model = _model()
+    verdicts = {accepts(lambda: make_config("lenet", lr=lr)), accepts(lambda: Adam(model, lr)),
+                accepts(lambda: SGD(model, lr)), accepts(lambda: constant(lr)),
+                accepts(lambda: linear_warmup(lr, 10)), accepts(lambda: step_decay(lr, [10]))}
+    assert len(verdicts) == 1
+    expected = (not isinstance(lr, bool) and 0 < lr <= float(np.finfo(np.float32).max)
+                and np.float32(lr) > 0)  # positive, and neither inf nor 0 in float32
+    assert verdicts == {expected}
 
 
 def test_grad_shape_mismatch_raises_naming_param():
