@@ -37,15 +37,15 @@ from contextlib import contextmanager
 import numpy as np
 
 from . import pruning
-from .config import Config
+from .config import load_config
 from .data import load_cifar10, load_mnist
 from .models import BUILDERS
 from .optim import SGD, Adam
 from .parallel import run_tasks
 from .results import summary_csv, summary_rows
 from .resume import check_run
-from .rundir import (Piece, RunDir, RunFileError, check_writable, level_pieces, load_arrays, save_arrays,
-                     write_json, write_text)
+from .rundir import (Piece, RunDir, RunFileError, check_writable, level_pieces, load_arrays, read_json,
+                     save_arrays, write_json, write_text)
 from .train import HISTORY_COLUMNS, train
 
 BRANCHES = ("ticket", "reinit", "random")
@@ -169,7 +169,7 @@ def open_run(config, run_dir, *, notice=None):
         try:
             template = build_model(config, seed=0)  # for the names and shapes only
             if run.config.exists():
-                stored = read_config(run.config)
+                stored = load_config(run.config)
                 if stored != config:
                     raise ValueError(f"{run.root} holds a run with a different config; resume it "
                                      f"with its own settings or choose another directory")
@@ -189,15 +189,6 @@ def open_run(config, run_dir, *, notice=None):
         yield run
 
 
-def read_config(path):
-    """The Config in a run's config.json; ``RunFileError`` naming it if it is damaged."""
-    try:
-        return Config.from_json(path.read_text(encoding="utf-8"))
-    except (ValueError, TypeError) as error:
-        raise RunFileError(path, f"not a readable config ({error}); restore it, or start a "
-                                 f"new run in another directory") from None
-
-
 def train_pieces(config, run, data, todo, *, jobs=1, reporter=None, shared_arrays=None):
     """Train the pieces ``todo`` of an open run, each as soon as its inputs exist.
 
@@ -205,6 +196,7 @@ def train_pieces(config, run, data, todo, *, jobs=1, reporter=None, shared_array
     summary.csv is rewritten and ``reporter.level_done`` called.
     """
     reporter = reporter or Reporter()
+    record_data(run, data)
     reported = 0  # levels are reported in order, each once all its trainings are done
     finished = run_tasks(todo, ready=lambda piece: is_ready(run, config, piece),
                          work=_train_task, shared=(str(run.root), config, data), jobs=jobs,
@@ -222,6 +214,34 @@ def train_pieces(config, run, data, todo, *, jobs=1, reporter=None, shared_array
             rows = write_summary(run, config)
             reporter.level_done(reported, [row for row in rows if row["level"] == reported])
             reported += 1
+
+
+def record_data(run, data):
+    """Write where the run's data came from (folder, files, checksums) to data.json.
+
+    A resumed run must train on the same data: if data.json lists files with
+    other checksums, or other split sizes, that is an error naming both
+    sources. The same files found in another place are fine (data.json then
+    records the new place).
+    """
+    provenance = getattr(data, "provenance", None)
+    if not provenance:  # data made in memory (tests, notebooks): nothing to record
+        return
+    path = run.root / "data.json"
+
+    def content(record):
+        return ([(f.get("algorithm"), f.get("checksum")) for f in record.get("files", [])],
+                record.get("examples"))
+    try:
+        stored = read_json(path)
+    except (FileNotFoundError, RunFileError):  # not written yet, or damaged: it is only a record
+        stored = None
+    if isinstance(stored, dict) and content(stored) != content(provenance):
+        raise ValueError(f"{path}: the run was trained on other data ({stored.get('source')}) "
+                         f"than was loaded now ({provenance['source']}); point --data-dir at "
+                         f"the run's data")
+    if stored != provenance:
+        write_json(path, provenance)
 
 
 def write_summary(run, config):

@@ -33,7 +33,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
-from .config import Config
+from .config import load_config
 from .results import BRANCH_LABELS, branches_in, points, read_history, summary_rows
 from .rundir import Piece, RunDir, write_atomic
 
@@ -244,10 +244,7 @@ def read_run(run_dir):
         raise FileNotFoundError(f"{run.root} is not a directory")
     if not run.config.exists():
         raise FileNotFoundError(f"{run.config} does not exist: is {run.root} a minilottery run?")
-    try:
-        config = Config.from_json(run.config.read_text(encoding="utf-8"))
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"{run.config} is not a readable config ({error})") from None
+    config = load_config(run.config)
     rows = summary_rows(run, config)
     if not rows:
         raise ValueError(f"{run.root} holds no finished training yet: nothing to plot")
