@@ -29,8 +29,12 @@ are kept by the layer and reused while the batch shape repeats. Returned arrays
 are always fresh, so holding on to an output is safe.
 
 Backward needs the values saved by the last ``forward(x, training=True)``;
-call forward, then backward once, per step.
+call forward, then backward once, per step. An empty batch (N = 0) is a batch
+like any other: empty outputs and dx, and grads that are sums over no examples,
+exactly 0.
 """
+
+import math
 
 import numpy as np
 
@@ -79,6 +83,11 @@ class Layer:
         if dout.shape != tuple(expected_shape):
             raise self._bad_shape("dout", tuple(expected_shape), dout.shape)
         return dout
+
+    def _zero_grads(self):
+        """What backward leaves on an empty batch: every gradient is a sum over no examples."""
+        for grad in self.grads.values():
+            grad[...] = 0
 
     def _take_saved(self):
         if self._saved is None:
@@ -247,6 +256,10 @@ class Conv2d(Layer):
         dout = dout.reshape(n, o, oh * ow)
         relu = relu_out is not None            # then dout is dL/d(ReLU output)
         dx = np.empty(x.shape, dtype=W.dtype) if input_grad else None
+        if n == 0:                             # sums over no images (and no lanes to run)
+            self._zero_grads()
+            self._saved = None
+            return dx
         partial_dW = {}                        # lane -> its sum over its groups
         partial_db = {}
 
@@ -329,8 +342,7 @@ class ReLU(Layer):
         y = self._take_saved()
         dout = np.ascontiguousarray(self._check_dout(dout, y.shape), dtype=y.dtype)
         dx = np.empty_like(y)
-        rows = y.shape[0] if y.ndim >= 1 else 1
-        kernels.relu_backward(dout.reshape(rows, -1), y.reshape(rows, -1), dx.reshape(rows, -1))
+        kernels.relu_backward(dout.reshape(1, -1), y.reshape(1, -1), dx.reshape(1, -1))
         return dx
 
 
@@ -342,11 +354,11 @@ class Flatten(Layer):
         if x.ndim < 2:
             raise self._bad_shape("input", "(N, ...) with at least 2 dims", x.shape)
         self._saved = x.shape if training else None
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], math.prod(x.shape[1:]))    # not -1: N may be 0
 
     def backward(self, dout):
         x_shape = self._take_saved()
-        dout = self._check_dout(dout, (x_shape[0], int(np.prod(x_shape[1:]))))
+        dout = self._check_dout(dout, (x_shape[0], math.prod(x_shape[1:])))
         return dout.reshape(x_shape)
 
 

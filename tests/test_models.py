@@ -161,6 +161,20 @@ def test_sequential_fused_conv_relu_equals_the_layers_one_by_one():
     for name, grad in model.named_grads().items():
         np.testing.assert_array_equal(grad, grads[name], err_msg=name)
 
+@pytest.mark.parametrize("builder, image", [(models.lenet300_100, (1, 28, 28)),
+                                            (models.conv2, (3, 32, 32))])
+def test_empty_batch_runs_through_a_model_with_zero_grads(builder, image):
+    model = builder(seed=0)
+    rng = np.random.default_rng(0)
+    model.backward(rng.standard_normal(model.forward(rng.random((2,) + image, dtype=np.float32)).shape,
+                                       dtype=np.float32))
+    logits = model.forward(np.zeros((0,) + image, np.float32))
+    assert logits.shape == (0, 10)
+    assert model.backward(np.zeros((0, 10), np.float32)).shape == (0,) + image
+    for name, grad in model.named_grads().items():
+        np.testing.assert_array_equal(grad, 0, err_msg=name)
+
+
 def test_set_masks_zeroes_weights_and_validates():
     model = models.lenet300_100(seed=0)
     rng = np.random.default_rng(0)
