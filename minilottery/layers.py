@@ -298,7 +298,9 @@ class MaxPool2d(Layer):
     """Max over k x k windows moved by `stride` (default k), no padding, NCHW.
 
     out[n, c, oh, ow] = max_{i,j < k} x[n, c, oh*s + i, ow*s + j]. The forward pass
-    records where each maximum was (argmax); backward sends dout there, 0 elsewhere.
+    records where each maximum was (argmax, the first one on ties); backward sends
+    dout there, 0 elsewhere. NaN propagates, as in PyTorch: a window holding a NaN
+    outputs NaN, and its gradient goes to its first NaN.
     """
 
     def __init__(self, kernel_size, stride=None, *, name=None):
