@@ -41,6 +41,19 @@ import numpy as np
 from . import kernels, threads
 
 
+def real_array(value, what):
+    """`value` as an ndarray of real numbers (bool, integer or float), the values a
+    float32 parameter or mask can take. TypeError naming `what` for anything else:
+    strings, objects, complex numbers, ragged nested lists."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as error:            # e.g. ragged nested lists
+        raise TypeError(f"{what}: expected an array of real numbers, got {error}") from None
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{what}: expected an array of real numbers, got dtype {array.dtype}")
+    return array
+
+
 class Layer:
     """Base class: bookkeeping for names, params/grads/masks, shape checks, buffers."""
 
