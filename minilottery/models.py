@@ -20,16 +20,16 @@ class Sequential:
     """
 
     def __init__(self, *layers):
+        names = [f"{type(layer).__name__.lower()}{index}" if layer.name is None else layer.name
+                 for index, layer in enumerate(layers)]
+        for index, name in enumerate(names):     # all checked before any layer is renamed
+            if "." in name:
+                raise ValueError(f"Sequential: layer name {name!r} must not contain '.'")
+            if name in names[:index]:
+                raise ValueError(f"Sequential: duplicate layer name {name!r}")
+        for layer, name in zip(layers, names):
+            layer.name = name
         self.layers = list(layers)
-        seen = set()
-        for index, layer in enumerate(self.layers):
-            if layer.name is None:
-                layer.name = f"{type(layer).__name__.lower()}{index}"
-            if "." in layer.name:
-                raise ValueError(f"Sequential: layer name {layer.name!r} must not contain '.'")
-            if layer.name in seen:
-                raise ValueError(f"Sequential: duplicate layer name {layer.name!r}")
-            seen.add(layer.name)
 
     def _fuses_relu(self, index):
         """True when layer `index` is a Conv2d directly followed by a ReLU. Such a pair runs

@@ -113,6 +113,11 @@ def test_sequential_names_and_views():
         models.Sequential(ReLU(name="a"), ReLU(name="a"))
     with pytest.raises(ValueError, match="'.'"):
         models.Sequential(ReLU(name="a.b"))
+    unnamed = Dense(2, 2)
+    for bad in (ReLU(name="a.b"), ReLU(name="dense0")):       # rejected: no layer renamed
+        with pytest.raises(ValueError):
+            models.Sequential(unnamed, bad)
+        assert unnamed.name is None
     with pytest.raises(KeyError):
         model["nope"]
 
