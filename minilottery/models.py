@@ -1,9 +1,28 @@
-"""Sequential models and the paper's networks: LeNet-300-100, Conv-2, Conv-4, Conv-6.
+"""Sequential models and the paper's networks: LeNet-300-100, Conv-2, Conv-4, Conv-6
+(docs/paper.md §1).
 
 A Sequential runs its layers in order forward and in reverse order backward.
-Every parameter has a name "layer.key" (e.g. "fc1.W"); the dicts returned by
-named_params / named_grads / named_masks hold live references, in layer order,
-so pruning and optimizers work on them directly.
+
+The model protocol. What the optimizers (minilottery.optim), the initialiser
+(minilottery.init), pruning (minilottery.pruning) and training rely on, and all
+they rely on, so that a stand-in with these attributes (as in the tests) works
+with them too:
+
+    model.layers         the layers in forward order
+    layer.name           a str, unique in the model, without "."
+    layer.params         dict key -> float32 array ({} for a layer without weights)
+    layer.grads          the same keys and shapes; backward() overwrites them in
+                         place, so a reference taken once stays valid
+    layer.masks          dict for the prunable keys only (weights, never biases):
+                         float32, the param's shape, 1 = kept, 0 = pruned
+    model.named_params(), named_grads(), named_masks()
+                         dicts "layer.key" -> the live arrays above (e.g. "fc1.W"),
+                         in layer order; pruning reads and returns such dicts
+
+The invariant: a pruned weight is exactly 0 (param == 0 where mask == 0).
+set_masks, load_state_dict and pruning.reset_to establish it, the optimizers keep
+it, and backward gives a pruned weight exactly zero gradient. The layer side of
+the protocol (forward, backward, dtypes) is described in minilottery.layers.
 """
 
 import numpy as np

@@ -2,11 +2,11 @@
 masks, reset / rewind of the survivors, and sparsity reports.
 
 Everything works on dicts keyed by "layer.key" names, as Sequential.named_masks()
-and named_params() give them ("fc1.W", "conv3.W", "out.W"). A mask is a float32
+and named_params() give them (the model protocol: minilottery.models) ("fc1.W", "conv3.W", "out.W"). A mask is a float32
 array of 0s and 1s with the shape of its weight: 1 = kept, 0 = pruned. Only
 weights have masks; biases are never pruned and never counted.
 
-The rule (PAPER.md §2): in every layer, remove a fixed fraction `rate` of the
+The rule (docs/paper.md §3; the paper's §2): in every layer, remove a fixed fraction `rate` of the
 weights that SURVIVED the previous rounds, those of smallest |w|:
 
     n_surviving = number of ones in the layer's mask
@@ -83,7 +83,7 @@ def kept_after_rounds(n_weights, rate, rounds):
     `rate`: n <- n - floor(rate * n), applied `rounds` times.
 
     LeNet (235,200 + 30,000 weights at 0.2, 1,000 at 0.1) keeps 51.3% of its
-    266,200 weights after 3 rounds and 3.6% after 15 (PAPER.md §6)."""
+    266,200 weights after 3 rounds and 3.6% after 15 (docs/paper.md §7)."""
     if isinstance(n_weights, bool) or not isinstance(n_weights, numbers.Integral) or n_weights < 1:
         raise ValueError(f"n_weights must be an integer >= 1, got {n_weights!r}")
     _check_rounds(rounds)
@@ -270,7 +270,7 @@ def _prunable_shapes(model_or_masks):
 
 
 def layerwise_rates(model_or_names, rate, *, conv_rate=None, output_rate=None):
-    """The paper's per-layer rate map {name: rate} (PAPER.md §1):
+    """The paper's per-layer rate map {name: rate} (docs/paper.md §3; the paper's Fig. 2):
     dense weights get `rate` (the fc rate), conv weights `conv_rate` (default: rate),
     and the output layer (the layer named "out") gets `output_rate` (default:
     rate / 2, the paper's half rate for LeNet and Conv-2/4/6; pass 0 to leave it

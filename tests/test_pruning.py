@@ -1,11 +1,11 @@
-"""Tests for minilottery.pruning: exact round-by-round counts (and LeNet's Pm values
-from PAPER.md §6), the smallest-magnitude rule with its tie rule, global, random
+"""Tests for minilottery.pruning: exact round-by-round counts (and LeNet's Pm values,
+docs/paper.md §7), the smallest-magnitude rule with its tie rule, global, random
 and one-shot masks, reset / rewind, rate maps, reports and validation.
 
-The engine (layers, Sequential) is built in parallel, so reset_to and
-layerwise_rates are tested on a small STAND-IN model implementing only the
-protocol of CONTRACT.md they use: model.layers; each layer has .name and
-params / grads / masks dicts (masks for prunable weights only).
+reset_to and layerwise_rates are tested on a small STAND-IN model implementing
+only the part of the model protocol (minilottery.models) they use: model.layers;
+each layer has .name and params / grads / masks dicts (masks for prunable weights
+only). So these tests pin down what pruning needs from a model, and no more.
 """
 
 import math
@@ -127,7 +127,7 @@ def lenet_pm(rounds):
 
 @pytest.mark.parametrize("rounds, paper_pm", [(3, 51.3), (7, 21.1), (9, 13.5), (15, 3.6), (16, 2.9)])
 def test_lenet_pm_matches_paper(rounds, paper_pm):
-    """PAPER.md §2/§6: LeNet at fc 20%, output 10% per round."""
+    """docs/paper.md §7 (the paper's §2): LeNet at fc 20%, output 10% per round."""
     assert round(lenet_pm(rounds), 1) == paper_pm
 
 
