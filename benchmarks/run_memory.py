@@ -136,8 +136,9 @@ def main(argv=None):
         base = args.keep or Path(scratch)
         base.mkdir(parents=True, exist_ok=True)
         data_flags = [] if args.data_dir is None else ["--data-dir", str(args.data_dir)]
-        print(" ".join(["python -m minilottery.run", args.net, shlex.join(data_flags), args.run_args,
-                        "--no-download --no-plots --jobs J"]).replace("  ", " "))
+        shown = ["python -m minilottery.run", args.net, shlex.join(data_flags), args.run_args,
+                 "--no-download --no-plots --jobs J"]
+        print(" ".join(part for part in shown if part))
         print(f"{'jobs':>4}  {'process':<17} {'peak RSS':>9}")
         for jobs in args.jobs:
             out = base / f"{args.net}-jobs{jobs}"
