@@ -395,8 +395,8 @@ class Dropout(Layer):
 
     def reseed(self, seed):
         """Restart the random stream: the next masks are those of a fresh Dropout(p, seed=seed)."""
-        self.seed = seed
-        self.rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(seed)          # raises on a bad seed before anything changes
+        self.seed, self.rng = seed, rng
 
     def forward(self, x, training=True):
         x = np.asarray(x)

@@ -2,12 +2,14 @@
 masks, reset / rewind of the survivors, and sparsity reports.
 
 Everything works on dicts keyed by "layer.key" names, as Sequential.named_masks()
-and named_params() give them (the model protocol: minilottery.models) ("fc1.W", "conv3.W", "out.W"). A mask is a float32
-array of 0s and 1s with the shape of its weight: 1 = kept, 0 = pruned. Only
-weights have masks; biases are never pruned and never counted.
+and named_params() give them ("fc1.W", "conv3.W", "out.W"; the model protocol is
+in minilottery.models). A mask is a float32 array of 0s and 1s with the shape of
+its weight: 1 = kept, 0 = pruned. Only weights have masks; biases are never
+pruned and never counted.
 
-The rule (docs/paper.md §3; the paper's §2): in every layer, remove a fixed fraction `rate` of the
-weights that SURVIVED the previous rounds, those of smallest |w|:
+The rule (docs/paper.md §3, the paper's §2): in every layer, remove a fixed
+fraction `rate` of the weights that SURVIVED the previous rounds, those of
+smallest |w|:
 
     n_surviving = number of ones in the layer's mask
     n_prune     = floor(rate * n_surviving)      computed exactly (see below)
@@ -270,7 +272,7 @@ def _prunable_shapes(model_or_masks):
 
 
 def layerwise_rates(model_or_names, rate, *, conv_rate=None, output_rate=None):
-    """The paper's per-layer rate map {name: rate} (docs/paper.md §3; the paper's Fig. 2):
+    """The paper's per-layer rate map {name: rate} (docs/paper.md §3, the paper's Fig. 2):
     dense weights get `rate` (the fc rate), conv weights `conv_rate` (default: rate),
     and the output layer (the layer named "out") gets `output_rate` (default:
     rate / 2, the paper's half rate for LeNet and Conv-2/4/6; pass 0 to leave it

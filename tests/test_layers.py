@@ -300,6 +300,15 @@ def test_dropout_reproducible_per_seed_and_scaled():
     np.testing.assert_array_equal(layer.backward(dout), np.where(kept, 2 * np.float32(1 / 0.75), 0))
 
 
+def test_dropout_reseed_with_a_bad_seed_changes_nothing():
+    layer = Dropout(0.5, seed=3)
+    with pytest.raises(TypeError):
+        layer.reseed("three")
+    assert layer.seed == 3
+    np.testing.assert_array_equal(layer.forward(np.ones((4, 5), np.float32)),
+                                  Dropout(0.5, seed=3).forward(np.ones((4, 5), np.float32)))
+
+
 # -- empty batches ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("make, shape", [

@@ -171,8 +171,8 @@ def test_sequential_fused_conv_relu_equals_the_layers_one_by_one():
 def test_empty_batch_runs_through_a_model_with_zero_grads(builder, image):
     model = builder(seed=0)
     rng = np.random.default_rng(0)
-    model.backward(rng.standard_normal(model.forward(rng.random((2,) + image, dtype=np.float32)).shape,
-                                       dtype=np.float32))
+    logits = model.forward(rng.random((2,) + image, dtype=np.float32))
+    model.backward(rng.standard_normal(logits.shape, dtype=np.float32))
     logits = model.forward(np.zeros((0,) + image, np.float32))
     assert logits.shape == (0, 10)
     assert model.backward(np.zeros((0, 10), np.float32)).shape == (0,) + image

@@ -448,7 +448,8 @@ def test_reset_to_takes_nested_lists():
 @pytest.mark.parametrize("bad, error, pattern", [
     (lambda w, m: (w, {**m, "out.W": np.full((4, 2), "1")}), TypeError, r"masks\['out\.W'\].*dtype"),
     (lambda w, m: ({**w, "out.W": [[1.0, 2.0], [3.0]]}, m), TypeError, r"weights\['out\.W'\]"),
-    (lambda w, m: ({**w, "out.W": np.ones((4, 2), complex)}, m), TypeError, r"weights\['out\.W'\].*complex"),
+    (lambda w, m: ({**w, "out.W": np.ones((4, 2), complex)}, m), TypeError,
+     r"weights\['out\.W'\].*complex"),
     (lambda w, m: (list(w.values()), m), TypeError, "weights must be a dict"),
     (lambda w, m: (w, None), TypeError, "masks must be a dict"),
 ], ids=["string-mask", "ragged-weight", "complex-weight", "list-of-weights", "no-masks"])
