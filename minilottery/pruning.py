@@ -38,6 +38,7 @@ function that writes, into the model, after all checks have passed).
 
 import math
 import numbers
+from collections.abc import Mapping
 from fractions import Fraction
 
 import numpy as np
@@ -103,7 +104,7 @@ def kept_after_rounds(n_weights, rate, rounds):
 def _arrays(group, what):
     """A dict name -> array-like as a dict name -> ndarray of real numbers (no copies of
     arrays already given as such); TypeError naming `what` and the entry otherwise."""
-    if not isinstance(group, dict):
+    if not isinstance(group, Mapping):
         raise TypeError(f"{what} must be a dict {{layer name: array}}, got {type(group).__name__}")
     return {name: real_array(value, f"{what}[{name!r}]") for name, value in group.items()}
 
