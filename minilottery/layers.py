@@ -312,8 +312,9 @@ class MaxPool2d(Layer):
 
     out[n, c, oh, ow] = max_{i,j < k} x[n, c, oh*s + i, ow*s + j]. The forward pass
     records where each maximum was (argmax, the first one on ties); backward sends
-    dout there, 0 elsewhere. NaN propagates, as in PyTorch: a window holding a NaN
-    outputs NaN, and its gradient goes to its first NaN.
+    dout there, 0 elsewhere. NaN propagates, as in PyTorch's max_pool2d: a window
+    holding a NaN outputs NaN. Its gradient goes to its first NaN in C order, the
+    tie rule's choice (PyTorch's CPU kernel, which updates on every NaN, picks the last).
     """
 
     def __init__(self, kernel_size, stride=None, *, name=None):
