@@ -1,6 +1,6 @@
 """Memory of a whole (shrunk) run of the command line, over its whole process tree.
 
-    PYTHONPATH=. python benchmarks/run_memory.py --data-dir /work/shared/data
+    PYTHONPATH=. python benchmarks/run_memory.py --data-dir DIR
     PYTHONPATH=. python benchmarks/run_memory.py --jobs 2 --run-args "--iterations 30 --rounds 1"
 
 Runs ``python -m minilottery.run NET`` as a subprocess, once per ``--jobs``
@@ -16,7 +16,10 @@ value, and samples the process tree every ~50 ms from /proc:
   1/k times in each, so the PSS sum is the memory the run really occupies.
 
 The run's training schedule is shrunk (``--run-args``) but the dataset is the
-whole one: the data is what dominates the memory. Run on demand only (it
+whole one: the data is what dominates the memory. The run finds it as every run
+does (``--data-dir``, else ``$MINILOTTERY_DATA``, the project's data/ folder, the
+per-user cache; see minilottery.data) and never downloads it: if it is missing,
+the benchmark stops with the run's message saying where it looked. Run on demand only (it
 trains a net for minutes); it is not a test. Also prints the sha256 of each
 run's summary.csv (equal for every --jobs value if results do not depend on it)
 and any /dev/shm entry the run left behind.
@@ -120,7 +123,8 @@ def measure(command: list[str], interval: float = 0.05, log=None):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--net", default="conv6")
-    parser.add_argument("--data-dir", default="/work/shared/data")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="where the datasets are (else $MINILOTTERY_DATA, data/, the cache)")
     parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--run-args", default=SHRUNK, help="the schedule flags passed to the run")
     parser.add_argument("--keep", type=Path, default=None,
@@ -131,18 +135,22 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as scratch:
         base = args.keep or Path(scratch)
         base.mkdir(parents=True, exist_ok=True)
-        print(f"python -m minilottery.run {args.net} --data-dir {args.data_dir} {args.run_args} "
-              f"--no-plots --jobs J")
+        data_flags = [] if args.data_dir is None else ["--data-dir", str(args.data_dir)]
+        shown = ["python -m minilottery.run", args.net, shlex.join(data_flags), args.run_args,
+                 "--no-download --no-plots --jobs J"]
+        print(" ".join(part for part in shown if part))
         print(f"{'jobs':>4}  {'process':<17} {'peak RSS':>9}")
         for jobs in args.jobs:
             out = base / f"{args.net}-jobs{jobs}"
-            command = [sys.executable, "-m", "minilottery.run", args.net, "--data-dir", args.data_dir,
-                       "--out", str(out), "--jobs", str(jobs), "--no-plots",
+            command = [sys.executable, "-m", "minilottery.run", args.net, *data_flags,
+                       "--out", str(out), "--jobs", str(jobs), "--no-download", "--no-plots",
                        *shlex.split(args.run_args)]
-            with open(base / f"{args.net}-jobs{jobs}.log", "wb") as log:
+            log_path = base / f"{args.net}-jobs{jobs}.log"
+            with open(log_path, "wb") as log:
                 peaks, rss, pss, seconds, code = measure(command, log=log)
-            if code != 0:
-                sys.exit(f"the run failed (exit {code}); its output is in {log.name}")
+            if code != 0:      # e.g. the dataset is not found: the run's message says where it looked
+                tail = log_path.read_text(errors="replace").splitlines()[-30:]
+                sys.exit(f"the run failed (exit {code}):\n" + "\n".join(tail))
             for name, hwm in sorted(peaks.values(), key=lambda p: p[0] != "main"):
                 print(f"{jobs:>4}  {name:<17} {hwm / MB:>6.0f} MB")
             digest = hashlib.sha256((out / "summary.csv").read_bytes()).hexdigest()[:16]

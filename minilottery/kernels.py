@@ -204,12 +204,21 @@ def maxpool_forward(x, kernel_size, stride, out, argmax):
     x[n, c, oh*s : oh*s + k, ow*s : ow*s + k]; argmax[n, c, oh, ow] records where the
     maximum sits, as a flat index h*W + w into the (H, W) plane (first one on ties).
 
+    NaN propagates: a window holding a NaN outputs NaN and argmax points at its first
+    NaN (in C order), whatever the window position. ±inf compare as usual. (``v > best``
+    is False whenever a NaN takes part, so the scan alone would keep a NaN only in the
+    window's first position. Instead the scan also sums the window, and a NaN sum,
+    which a NaN always causes, sends the window to ``_first_nan``: one add per value on
+    the hot path, where a NaN test in the comparison would stop it from compiling to
+    branch-free code.)
+
     x: (N, C, H, W); out and argmax (int32): (N, C, OH, OW), fully overwritten.
     """
     n_img, n_ch, height, width = x.shape
     out_h = out.shape[2]
     out_w = out.shape[3]
     k = kernel_size
+    zero = np.zeros(1, x.dtype)[0]             # a 0 of the data's dtype keeps the sum in it
     for plane in prange(n_img * n_ch):
         n = plane // n_ch
         c = plane % n_ch
@@ -220,14 +229,33 @@ def maxpool_forward(x, kernel_size, stride, out, argmax):
                 w0 = ow * stride
                 best = src[h0, w0]
                 best_at = h0 * width + w0
+                total = zero
                 for i in range(k):
                     for j in range(k):
                         v = src[h0 + i, w0 + j]
+                        total += v
                         if v > best:
                             best = v
                             best_at = (h0 + i) * width + (w0 + j)
+                if total != total:             # NaN: the window may hold a NaN
+                    i, j = _first_nan(src[h0:h0 + k, w0:w0 + k])
+                    if i >= 0:
+                        best = src[h0 + i, w0 + j]
+                        best_at = (h0 + i) * width + (w0 + j)
                 dst[oh, ow] = best
                 where[oh, ow] = best_at
+
+
+@njit(cache=True)
+def _first_nan(window):
+    """(i, j) of the first NaN of a 2-D window in C order, or (-1, -1) if it has none
+    (its sum was NaN from +inf + -inf)."""
+    rows, cols = window.shape
+    for i in range(rows):
+        for j in range(cols):
+            if window[i, j] != window[i, j]:
+                return i, j
+    return -1, -1
 
 
 @njit(cache=True, parallel=True)

@@ -29,12 +29,29 @@ are kept by the layer and reused while the batch shape repeats. Returned arrays
 are always fresh, so holding on to an output is safe.
 
 Backward needs the values saved by the last ``forward(x, training=True)``;
-call forward, then backward once, per step.
+call forward, then backward once, per step. An empty batch (N = 0) is a batch
+like any other: empty outputs and dx, and grads that are sums over no examples,
+exactly 0.
 """
+
+import math
 
 import numpy as np
 
 from . import kernels, threads
+
+
+def real_array(value, what):
+    """`value` as an ndarray of real numbers (bool, integer or float), the values a
+    float32 parameter or mask can take. TypeError naming `what` for anything else:
+    strings, objects, complex numbers, ragged nested lists."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as error:            # e.g. ragged nested lists
+        raise TypeError(f"{what}: expected an array of real numbers, got {error}") from None
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{what}: expected an array of real numbers, got dtype {array.dtype}")
+    return array
 
 
 class Layer:
@@ -79,6 +96,11 @@ class Layer:
         if dout.shape != tuple(expected_shape):
             raise self._bad_shape("dout", tuple(expected_shape), dout.shape)
         return dout
+
+    def _zero_grads(self):
+        """What backward leaves on an empty batch: every gradient is a sum over no examples."""
+        for grad in self.grads.values():
+            grad[...] = 0
 
     def _take_saved(self):
         if self._saved is None:
@@ -247,6 +269,10 @@ class Conv2d(Layer):
         dout = dout.reshape(n, o, oh * ow)
         relu = relu_out is not None            # then dout is dL/d(ReLU output)
         dx = np.empty(x.shape, dtype=W.dtype) if input_grad else None
+        if n == 0:                             # sums over no images (and no lanes to run)
+            self._zero_grads()
+            self._saved = None
+            return dx
         partial_dW = {}                        # lane -> its sum over its groups
         partial_db = {}
 
@@ -285,7 +311,10 @@ class MaxPool2d(Layer):
     """Max over k x k windows moved by `stride` (default k), no padding, NCHW.
 
     out[n, c, oh, ow] = max_{i,j < k} x[n, c, oh*s + i, ow*s + j]. The forward pass
-    records where each maximum was (argmax); backward sends dout there, 0 elsewhere.
+    records where each maximum was (argmax, the first one on ties); backward sends
+    dout there, 0 elsewhere. NaN propagates, as in PyTorch's max_pool2d: a window
+    holding a NaN outputs NaN. Its gradient goes to its first NaN in C order, the
+    tie rule's choice (PyTorch's CPU kernel, which updates on every NaN, picks the last).
     """
 
     def __init__(self, kernel_size, stride=None, *, name=None):
@@ -329,8 +358,7 @@ class ReLU(Layer):
         y = self._take_saved()
         dout = np.ascontiguousarray(self._check_dout(dout, y.shape), dtype=y.dtype)
         dx = np.empty_like(y)
-        rows = y.shape[0] if y.ndim >= 1 else 1
-        kernels.relu_backward(dout.reshape(rows, -1), y.reshape(rows, -1), dx.reshape(rows, -1))
+        kernels.relu_backward(dout.reshape(1, -1), y.reshape(1, -1), dx.reshape(1, -1))
         return dx
 
 
@@ -342,11 +370,11 @@ class Flatten(Layer):
         if x.ndim < 2:
             raise self._bad_shape("input", "(N, ...) with at least 2 dims", x.shape)
         self._saved = x.shape if training else None
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], math.prod(x.shape[1:]))    # not -1: N may be 0
 
     def backward(self, dout):
         x_shape = self._take_saved()
-        dout = self._check_dout(dout, (x_shape[0], int(np.prod(x_shape[1:]))))
+        dout = self._check_dout(dout, (x_shape[0], math.prod(x_shape[1:])))
         return dout.reshape(x_shape)
 
 
@@ -368,8 +396,8 @@ class Dropout(Layer):
 
     def reseed(self, seed):
         """Restart the random stream: the next masks are those of a fresh Dropout(p, seed=seed)."""
-        self.seed = seed
-        self.rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(seed)          # raises on a bad seed before anything changes
+        self.seed, self.rng = seed, rng
 
     def forward(self, x, training=True):
         x = np.asarray(x)

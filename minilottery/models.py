@@ -1,15 +1,34 @@
-"""Sequential models and the paper's networks: LeNet-300-100, Conv-2, Conv-4, Conv-6.
+"""Sequential models and the paper's networks: LeNet-300-100, Conv-2, Conv-4, Conv-6
+(docs/paper.md §1).
 
 A Sequential runs its layers in order forward and in reverse order backward.
-Every parameter has a name "layer.key" (e.g. "fc1.W"); the dicts returned by
-named_params / named_grads / named_masks hold live references, in layer order,
-so pruning and optimizers work on them directly.
+
+The model protocol. What the optimizers (minilottery.optim), the initialiser
+(minilottery.init), pruning (minilottery.pruning) and training rely on, and all
+they rely on, so that a stand-in with these attributes (as in the tests) works
+with them too:
+
+    model.layers         the layers in forward order
+    layer.name           a str, unique in the model, without "."
+    layer.params         dict key -> float32 array ({} for a layer without weights)
+    layer.grads          the same keys and shapes; backward() overwrites them in
+                         place, so a reference taken once stays valid
+    layer.masks          dict for the prunable keys only (weights, never biases):
+                         float32, the param's shape, 1 = kept, 0 = pruned
+    model.named_params(), named_grads(), named_masks()
+                         dicts "layer.key" -> the live arrays above (e.g. "fc1.W"),
+                         in layer order; pruning reads and returns such dicts
+
+The invariant: a pruned weight is exactly 0 (param == 0 where mask == 0).
+set_masks, load_state_dict and pruning.reset_to establish it, the optimizers keep
+it, and backward gives a pruned weight exactly zero gradient. The layer side of
+the protocol (forward, backward, dtypes) is described in minilottery.layers.
 """
 
 import numpy as np
 
 from .init import initialize
-from .layers import Conv2d, Dense, Dropout, Flatten, MaxPool2d, ReLU
+from .layers import Conv2d, Dense, Dropout, Flatten, MaxPool2d, ReLU, real_array
 
 
 class Sequential:
@@ -20,16 +39,16 @@ class Sequential:
     """
 
     def __init__(self, *layers):
+        names = [f"{type(layer).__name__.lower()}{index}" if layer.name is None else layer.name
+                 for index, layer in enumerate(layers)]
+        for index, name in enumerate(names):     # all checked before any layer is renamed
+            if "." in name:
+                raise ValueError(f"Sequential: layer name {name!r} must not contain '.'")
+            if name in names[:index]:
+                raise ValueError(f"Sequential: duplicate layer name {name!r}")
+        for layer, name in zip(layers, names):
+            layer.name = name
         self.layers = list(layers)
-        seen = set()
-        for index, layer in enumerate(self.layers):
-            if layer.name is None:
-                layer.name = f"{type(layer).__name__.lower()}{index}"
-            if "." in layer.name:
-                raise ValueError(f"Sequential: layer name {layer.name!r} must not contain '.'")
-            if layer.name in seen:
-                raise ValueError(f"Sequential: duplicate layer name {layer.name!r}")
-            seen.add(layer.name)
 
     def _fuses_relu(self, index):
         """True when layer `index` is a Conv2d directly followed by a ReLU. Such a pair runs
@@ -95,13 +114,19 @@ class Sequential:
     # -- masks and state ----------------------------------------------------------
 
     @staticmethod
-    def _check_mask(name, mask, expected_shape):
-        mask = np.asarray(mask)
-        if mask.shape != expected_shape:
-            raise ValueError(f"mask {name!r}: expected shape {expected_shape}, got {mask.shape}")
-        if not np.all((mask == 0) | (mask == 1)):
-            raise ValueError(f"mask {name!r}: values must be 0 or 1")
-        return mask
+    def _checked(what, value, expected_shape, zero_one=False):
+        """value as a fresh float32 array, after checking that it holds finite real numbers
+        of the expected shape (and, with ``zero_one``, only 0s and 1s)."""
+        array = real_array(value, what)
+        if array.shape != expected_shape:
+            raise ValueError(f"{what}: expected shape {expected_shape}, got {array.shape}")
+        if zero_one and not np.all((array == 0) | (array == 1)):    # before rounding to float32
+            raise ValueError(f"{what}: values must be 0 or 1")
+        with np.errstate(over="ignore"):
+            array = array.astype(np.float32)
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{what}: values must be finite in float32 (found NaN or ±inf)")
+        return array
 
     def set_masks(self, masks):
         """Install masks (a dict name -> 0/1 array, some or all prunable params) and zero the
@@ -110,7 +135,8 @@ class Sequential:
         unknown = sorted(set(masks) - set(own))
         if unknown:
             raise ValueError(f"set_masks: unknown mask names {unknown}; prunable params are {list(own)}")
-        checked = {name: self._check_mask(name, m, own[name].shape) for name, m in masks.items()}
+        checked = {name: self._checked(f"mask {name!r}", m, own[name].shape, zero_one=True)
+                   for name, m in masks.items()}
         params = self.named_params()
         for name, mask in checked.items():
             own[name][...] = mask
@@ -122,28 +148,43 @@ class Sequential:
                 "masks": {k: v.copy() for k, v in self.named_masks().items()}}
 
     def load_state_dict(self, state):
-        """Copy params and masks in from a state_dict(). Names must match exactly, shapes too,
-        masks must be 0/1 and every masked-out weight must be 0. Validated before copying."""
+        """Copy params and masks in from a state_dict(). Validated completely before
+        anything is written, so a rejected state leaves the model as it was:
+
+        - state is {"params": {...}, "masks": {...}} and the names match the model's exactly;
+        - every value is an array of real numbers (bool, integer or float; not strings,
+          objects or complex numbers) of the param's shape;
+        - every value is finite once cast to float32 (NaN or ±inf in a checkpoint means it
+          is corrupt, and a NaN weight would spread to every output);
+        - masks hold only 0 and 1, and every masked-out weight is 0.
+        """
+        checked = self._checked_state(state)
+        for part, own in (("params", self.named_params()), ("masks", self.named_masks())):
+            for name, value in checked[part].items():
+                own[name][...] = value
+
+    def _checked_state(self, state):
+        """The state's arrays as float32 copies, once every rule of load_state_dict holds."""
         if not isinstance(state, dict) or set(state) != {"params", "masks"}:
             got = sorted(state) if isinstance(state, dict) else type(state).__name__
             raise ValueError(f"load_state_dict: expected a dict with keys 'params' and 'masks', got {got}")
+        checked = {}
         for part, own in (("params", self.named_params()), ("masks", self.named_masks())):
+            if not isinstance(state[part], dict):
+                raise ValueError(f"load_state_dict: {part} must be a dict name -> array, "
+                                 f"got {type(state[part]).__name__}")
             missing = sorted(set(own) - set(state[part]))
             unexpected = sorted(set(state[part]) - set(own))
             if missing or unexpected:
                 raise ValueError(f"load_state_dict: {part} names differ: missing {missing}, "
                                  f"unexpected {unexpected}")
-            for name, value in state[part].items():
-                if np.shape(value) != own[name].shape:
-                    raise ValueError(f"load_state_dict: {part} {name!r}: expected shape "
-                                     f"{own[name].shape}, got {np.shape(value)}")
-        for name, mask in state["masks"].items():
-            self._check_mask(name, mask, np.shape(mask))
-            if np.any(np.asarray(state["params"][name])[np.asarray(mask) == 0] != 0):
+            checked[part] = {name: self._checked(f"load_state_dict: {part} {name!r}", state[part][name],
+                                                 own[name].shape, zero_one=part == "masks")
+                             for name in own}
+        for name, mask in checked["masks"].items():
+            if np.any(checked["params"][name][mask == 0] != 0):
                 raise ValueError(f"load_state_dict: {name!r} has nonzero weights where its mask is 0")
-        for part, own in (("params", self.named_params()), ("masks", self.named_masks())):
-            for name, value in state[part].items():
-                own[name][...] = value
+        return checked
 
     def reseed_dropout(self, seed):
         """Reseed every Dropout layer; layer i gets the seed sequence (seed, i)."""

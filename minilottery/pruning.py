@@ -2,12 +2,14 @@
 masks, reset / rewind of the survivors, and sparsity reports.
 
 Everything works on dicts keyed by "layer.key" names, as Sequential.named_masks()
-and named_params() give them ("fc1.W", "conv3.W", "out.W"). A mask is a float32
-array of 0s and 1s with the shape of its weight: 1 = kept, 0 = pruned. Only
-weights have masks; biases are never pruned and never counted.
+and named_params() give them ("fc1.W", "conv3.W", "out.W"; the model protocol is
+in minilottery.models). A mask is a float32 array of 0s and 1s with the shape of
+its weight: 1 = kept, 0 = pruned. Only weights have masks; biases are never
+pruned and never counted.
 
-The rule (PAPER.md §2): in every layer, remove a fixed fraction `rate` of the
-weights that SURVIVED the previous rounds, those of smallest |w|:
+The rule (docs/paper.md §3, the paper's §2): in every layer, remove a fixed
+fraction `rate` of the weights that SURVIVED the previous rounds, those of
+smallest |w|:
 
     n_surviving = number of ones in the layer's mask
     n_prune     = floor(rate * n_surviving)      computed exactly (see below)
@@ -25,18 +27,23 @@ Rounding and ties, so that every run is reproducible and checkable by hand:
     always keeps at least one. After k rounds a layer keeps
     kept_after_rounds(n, rate, k), which applies the rule k times.
 
-All functions validate everything first (rates in [0, 1), known layer names,
-mask shapes and 0/1 values, finite weights, no empty layer) and raise a
-ValueError naming the layer and the value; they never modify their inputs and
-return new float32 masks (reset_to is the one function that writes, into the
-model, after all checks have passed).
+Weights, masks and theta are dicts of arrays or of array-likes (nested lists
+of numbers, read with np.asarray). All functions validate everything first
+(real-number arrays, rates in [0, 1), known layer names, mask shapes and 0/1
+values, finite weights, no empty layer) and raise a TypeError (not a dict of
+real numbers) or ValueError naming the argument or layer and the value; they
+never modify their inputs and return new float32 masks (reset_to is the one
+function that writes, into the model, after all checks have passed).
 """
 
 import math
 import numbers
+from collections.abc import Mapping
 from fractions import Fraction
 
 import numpy as np
+
+from .layers import real_array
 
 __all__ = [
     "prune_by_magnitude", "prune_globally", "random_masks_like", "one_shot_masks",
@@ -79,7 +86,7 @@ def kept_after_rounds(n_weights, rate, rounds):
     `rate`: n <- n - floor(rate * n), applied `rounds` times.
 
     LeNet (235,200 + 30,000 weights at 0.2, 1,000 at 0.1) keeps 51.3% of its
-    266,200 weights after 3 rounds and 3.6% after 15 (PAPER.md §6)."""
+    266,200 weights after 3 rounds and 3.6% after 15 (docs/paper.md §7)."""
     if isinstance(n_weights, bool) or not isinstance(n_weights, numbers.Integral) or n_weights < 1:
         raise ValueError(f"n_weights must be an integer >= 1, got {n_weights!r}")
     _check_rounds(rounds)
@@ -94,9 +101,15 @@ def kept_after_rounds(n_weights, rate, rounds):
 # Validation
 # --------------------------------------------------------------------------
 
+def _arrays(group, what):
+    """A dict name -> array-like as a dict name -> ndarray of real numbers (no copies of
+    arrays already given as such); TypeError naming `what` and the entry otherwise."""
+    if not isinstance(group, Mapping):
+        raise TypeError(f"{what} must be a dict {{layer name: array}}, got {type(group).__name__}")
+    return {name: real_array(value, f"{what}[{name!r}]") for name, value in group.items()}
+
+
 def _check_mask(name, mask, weight=None):
-    if not isinstance(mask, np.ndarray):
-        raise ValueError(f"mask of {name} must be a numpy array, got {type(mask).__name__}")
     if weight is not None and mask.shape != weight.shape:
         raise ValueError(f"mask of {name} has shape {mask.shape}, "
                          f"but the weight has shape {weight.shape}")
@@ -169,6 +182,7 @@ def prune_by_magnitude(weights, masks, rates):
     """Layer-wise magnitude pruning: in every layer named in `rates`, remove the
     floor(rate * n_surviving) surviving weights of smallest |w| (ties: lower flat
     index first). Layers not in `rates` keep their masks. Returns new masks."""
+    weights, masks = _arrays(weights, "weights"), _arrays(masks, "masks")
     exact = _check_rates(masks, rates)
     _check_layers(weights, masks, exact, "rates")
     new = _copy_masks(masks)
@@ -182,6 +196,7 @@ def prune_globally(weights, masks, rate, names=None):
     (default: every layer in masks) together by |w| and remove the smallest
     floor(rate * total survivors). Ties: lower index in the concatenation of the
     layers, in the order of `names`, first. Other layers keep their masks."""
+    weights, masks = _arrays(weights, "weights"), _arrays(masks, "masks")
     names = list(masks) if names is None else list(names)
     if not names:
         raise ValueError("names must list at least one layer")
@@ -207,6 +222,7 @@ def one_shot_masks(weights, masks, rates, rounds):
     """Prune once, in every layer named in `rates`, down to the count that `rounds`
     iterative rounds at that layer's rate would keep (kept_after_rounds of its
     current survivors), by magnitude as above. Returns new masks."""
+    weights, masks = _arrays(weights, "weights"), _arrays(masks, "masks")
     _check_rounds(rounds)
     exact = _check_rates(masks, rates)
     _check_layers(weights, masks, exact, "rates")
@@ -223,6 +239,7 @@ def random_masks_like(masks, rng):
     as masks[name], at positions drawn uniformly without replacement. rng is a
     np.random.Generator or an int seed; layers are drawn in the dict's order, so
     a seed gives the same masks every time."""
+    masks = _arrays(masks, "masks")
     if not isinstance(rng, np.random.Generator):
         if isinstance(rng, bool) or not isinstance(rng, numbers.Integral):
             raise ValueError(f"rng must be a numpy Generator or an int seed, got {rng!r}")
@@ -256,7 +273,7 @@ def _prunable_shapes(model_or_masks):
 
 
 def layerwise_rates(model_or_names, rate, *, conv_rate=None, output_rate=None):
-    """The paper's per-layer rate map {name: rate} (PAPER.md §1):
+    """The paper's per-layer rate map {name: rate} (docs/paper.md §3, the paper's Fig. 2):
     dense weights get `rate` (the fc rate), conv weights `conv_rate` (default: rate),
     and the output layer (the layer named "out") gets `output_rate` (default:
     rate / 2, the paper's half rate for LeNet and Conv-2/4/6; pass 0 to leave it
@@ -301,7 +318,9 @@ def reset_to(model, theta, masks):
     state_dict()["params"] saved at iteration 0 for a reset, or at iteration k for a
     rewind) and install the masks: W = theta_W where mask is 1, exactly +0.0 where it
     is 0; biases come back from theta unmasked. Prunable layers missing from `masks`
-    keep their current mask. Everything is checked before anything is written."""
+    keep their current mask. Everything is checked before anything is written,
+    including that theta is finite in the params' dtype."""
+    theta, masks = _arrays(theta, "theta"), _arrays(masks, "masks")
     layers = {}
     for layer in model.layers:
         for key, param in layer.params.items():
@@ -314,15 +333,19 @@ def reset_to(model, theta, masks):
         if name not in layers or layers[name][1] not in layers[name][0].masks:
             raise ValueError(f"unknown layer {name!r} in masks; prunable layers are "
                              f"{sorted(n for n, (l, k, _) in layers.items() if k in l.masks)}")
+    values = {}
     for name, (layer, key, param) in layers.items():
-        value = np.asarray(theta[name])
-        if value.shape != param.shape:
-            raise ValueError(f"theta[{name!r}] has shape {value.shape}, "
+        if theta[name].shape != param.shape:
+            raise ValueError(f"theta[{name!r}] has shape {theta[name].shape}, "
                              f"the model's param has shape {param.shape}")
         if name in masks:
             _check_mask(name, masks[name], param)
+        with np.errstate(over="ignore"):
+            values[name] = theta[name].astype(param.dtype)
+        if not np.all(np.isfinite(values[name])):
+            raise ValueError(f"theta[{name!r}] has non-finite values (in {param.dtype})")
     for name, (layer, key, param) in layers.items():
-        value = np.asarray(theta[name], dtype=param.dtype)
+        value = values[name]
         if key in layer.masks:
             if name in masks:
                 layer.masks[key][...] = masks[name]
@@ -373,6 +396,7 @@ class SparsityReport:
 
 def sparsity_report(masks):
     """Per-layer and total (kept, total) counts of a mask dict (weights only)."""
+    masks = _arrays(masks, "masks")
     for name, mask in masks.items():
         _check_mask(name, mask)
     return SparsityReport({name: (int(np.count_nonzero(mask)), int(mask.size))

@@ -88,7 +88,8 @@ def col2im(cols, x_shape, kernel_size, stride=1, padding=0):
 
 
 def maxpool2d_forward(x, kernel_size, stride=None):
-    """out[n, c, oh, ow] = max of x[n, c, oh*s : oh*s + k, ow*s : ow*s + k] (no padding)."""
+    """out[n, c, oh, ow] = max of x[n, c, oh*s : oh*s + k, ow*s : ow*s + k] (no padding).
+    NaN propagates: a window holding a NaN gives NaN (NumPy's max does)."""
     stride = kernel_size if stride is None else stride
     n, c, h, w = x.shape
     k = kernel_size
@@ -102,7 +103,9 @@ def maxpool2d_forward(x, kernel_size, stride=None):
 
 
 def maxpool2d_backward(dout, x, kernel_size, stride=None):
-    """dx: each dout entry goes to the (first) position of its window's maximum."""
+    """dx: each dout entry goes to the first position of its window's maximum, in C
+    order; in a window holding a NaN, to its first NaN (NumPy's argmax ranks NaN
+    above every number)."""
     stride = kernel_size if stride is None else stride
     n, c, h, w = x.shape
     k = kernel_size

@@ -1,5 +1,7 @@
 """The Numba kernels and the fast layers against the loop-based NumPy references."""
 
+import math
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -182,3 +184,60 @@ def test_relu_backward_kernel():
     dx = np.full_like(y, np.nan)
     kernels.relu_backward(dout, y, dx)
     np.testing.assert_array_equal(dx, np.where(y > 0, dout, 0))
+
+
+# -- max-pooling of NaN and infinities ----------------------------------------------------
+
+SPECIALS = [np.nan, np.inf, -np.inf]
+
+
+@st.composite
+def pool_inputs_with_specials(draw):
+    """(x, k, stride): a pool case whose input holds NaN, +inf and -inf at drawn
+    positions, over a background of normal values, of few distinct values (ties)
+    or of -inf everywhere (windows whose maximum is -inf)."""
+    n, c, h, w, k, s = draw(pool_cases())
+    rng = np.random.default_rng(draw(seeds))
+    background = draw(st.sampled_from(["normal", "ties", "-inf"]))
+    if background == "normal":
+        x = rng.standard_normal((n, c, h, w))
+    elif background == "ties":
+        x = rng.integers(0, 3, size=(n, c, h, w)).astype(np.float64)
+    else:
+        x = np.full((n, c, h, w), -np.inf)
+    flat = x.reshape(-1)
+    positions = st.integers(0, flat.size - 1)
+    for at, value in draw(st.lists(st.tuples(positions, st.sampled_from(SPECIALS)), max_size=6)):
+        flat[at] = value
+    return x.astype(np.float32), k, s
+
+
+def first_max_index(window):
+    """The rule, by plain Python: the window's first NaN if it has one, else its first
+    maximum (index into the window's values in C order)."""
+    values = window.ravel().tolist()
+    nans = [i for i, v in enumerate(values) if math.isnan(v)]
+    return nans[0] if nans else values.index(max(values))
+
+
+@FAST
+@given(case=pool_inputs_with_specials())
+def test_maxpool_propagates_nan_and_routes_its_gradient_to_the_first_nan(case):
+    """A window holding a NaN outputs NaN (as PyTorch's max_pool2d), its gradient goes to
+    its first NaN; ±inf are ordinary values. Same rule in the kernel, the layer and the
+    reference, for every window position."""
+    x, k, s = case
+    n, c, h, w = x.shape
+    layer = MaxPool2d(k, s)
+    y = layer.forward(x)
+    dout = np.arange(1, y.size + 1, dtype=np.float32).reshape(y.shape)     # distinct, nonzero
+    dx = layer.backward(dout)
+    expected_dx = np.zeros_like(x)
+    for n_, c_, oh, ow in np.ndindex(y.shape):
+        window = x[n_, c_, oh * s:oh * s + k, ow * s:ow * s + k]
+        i, j = divmod(first_max_index(window), k)
+        np.testing.assert_array_equal(y[n_, c_, oh, ow], window[i, j])
+        expected_dx[n_, c_, oh * s + i, ow * s + j] += dout[n_, c_, oh, ow]
+    np.testing.assert_array_equal(dx, expected_dx)
+    np.testing.assert_array_equal(reference.maxpool2d_forward(x, k, s), y)
+    np.testing.assert_array_equal(reference.maxpool2d_backward(dout, x, k, s), expected_dx)

@@ -298,3 +298,44 @@ def test_dropout_reproducible_per_seed_and_scaled():
     dout = np.full_like(x, 2.0)
     kept = layer.forward(x) != 0
     np.testing.assert_array_equal(layer.backward(dout), np.where(kept, 2 * np.float32(1 / 0.75), 0))
+
+
+def test_dropout_reseed_with_a_bad_seed_changes_nothing():
+    layer = Dropout(0.5, seed=3)
+    with pytest.raises(TypeError):
+        layer.reseed("three")
+    assert layer.seed == 3
+    np.testing.assert_array_equal(layer.forward(np.ones((4, 5), np.float32)),
+                                  Dropout(0.5, seed=3).forward(np.ones((4, 5), np.float32)))
+
+
+# -- empty batches ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("make, shape", [
+    pytest.param(lambda: Dense(3, 2), (3,), id="dense"),
+    pytest.param(lambda: Conv2d(2, 3, 3, padding=1), (2, 5, 5), id="conv-same"),
+    pytest.param(lambda: Conv2d(2, 3, 3, stride=2), (2, 5, 5), id="conv-strided"),
+    pytest.param(lambda: MaxPool2d(2), (2, 4, 4), id="maxpool"),
+    pytest.param(lambda: ReLU(), (3,), id="relu-2d"),
+    pytest.param(lambda: ReLU(), (2, 4, 4), id="relu-4d"),
+    pytest.param(lambda: Flatten(), (2, 3), id="flatten"),
+    pytest.param(lambda: Dropout(0.5), (3,), id="dropout"),
+])
+def test_empty_batch_gives_empty_outputs_and_zero_grads(make, shape):
+    """N = 0: forward returns (0, ...) of the usual shape, backward an empty dx of the
+    input's shape, and a layer's grads are the sums over no examples, exactly 0, even
+    right after a step on a real batch (whose grads must not linger)."""
+    layer = _random_params(make(), np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    y = layer.forward(rng.standard_normal((2,) + shape).astype(np.float32))
+    layer.backward(rng.standard_normal(y.shape).astype(np.float32))
+    assert all(g.any() for g in layer.grads.values())        # the real batch left grads
+    y_empty = layer.forward(np.zeros((0,) + shape, np.float32))
+    assert y_empty.shape == (0,) + y.shape[1:] and y_empty.dtype == np.float32
+    dx = layer.backward(np.zeros(y_empty.shape, np.float32))
+    assert dx.shape == (0,) + shape and dx.dtype == np.float32
+    for key, grad in layer.grads.items():
+        np.testing.assert_array_equal(grad, 0, err_msg=key)
+    if layer.params:
+        layer.forward(np.zeros((0,) + shape, np.float32))
+        assert layer.backward(np.zeros(y_empty.shape, np.float32), input_grad=False) is None

@@ -113,6 +113,11 @@ def test_sequential_names_and_views():
         models.Sequential(ReLU(name="a"), ReLU(name="a"))
     with pytest.raises(ValueError, match="'.'"):
         models.Sequential(ReLU(name="a.b"))
+    unnamed = Dense(2, 2)
+    for bad in (ReLU(name="a.b"), ReLU(name="dense0")):       # rejected: no layer renamed
+        with pytest.raises(ValueError):
+            models.Sequential(unnamed, bad)
+        assert unnamed.name is None
     with pytest.raises(KeyError):
         model["nope"]
 
@@ -160,6 +165,20 @@ def test_sequential_fused_conv_relu_equals_the_layers_one_by_one():
     np.testing.assert_array_equal(model.backward(dlogits), d)
     for name, grad in model.named_grads().items():
         np.testing.assert_array_equal(grad, grads[name], err_msg=name)
+
+@pytest.mark.parametrize("builder, image", [(models.lenet300_100, (1, 28, 28)),
+                                            (models.conv2, (3, 32, 32))])
+def test_empty_batch_runs_through_a_model_with_zero_grads(builder, image):
+    model = builder(seed=0)
+    rng = np.random.default_rng(0)
+    logits = model.forward(rng.random((2,) + image, dtype=np.float32))
+    model.backward(rng.standard_normal(logits.shape, dtype=np.float32))
+    logits = model.forward(np.zeros((0,) + image, np.float32))
+    assert logits.shape == (0, 10)
+    assert model.backward(np.zeros((0, 10), np.float32)).shape == (0,) + image
+    for name, grad in model.named_grads().items():
+        np.testing.assert_array_equal(grad, 0, err_msg=name)
+
 
 def test_set_masks_zeroes_weights_and_validates():
     model = models.lenet300_100(seed=0)
@@ -226,6 +245,57 @@ def test_load_state_dict_errors():
             model.load_state_dict(state)
     for name, value in model.named_params().items():        # nothing half-loaded
         np.testing.assert_array_equal(value, good["params"][name])
+
+
+def _bits(model):
+    """Every param and mask of the model, as raw bytes (NaN and -0.0 compare exactly)."""
+    views = {**model.named_params(), **{f"mask {k}": v for k, v in model.named_masks().items()}}
+    return {name: value.tobytes() for name, value in views.items()}
+
+
+@pytest.mark.parametrize("part, name, value, error, message", [
+    ("params", "out.b", np.array(["a"] * 10), TypeError, r"'out.b'.*dtype <U1"),
+    ("params", "out.b", np.array([None] * 10), TypeError, r"'out.b'.*dtype object"),
+    ("params", "out.b", np.ones(10, np.complex64), TypeError, r"'out.b'.*complex64"),
+    ("params", "out.b", [[1.0], [1.0, 2.0]] + [[0.0]] * 8, TypeError, r"'out.b'.*real numbers"),
+    ("params", "out.b", np.full(10, np.nan), ValueError, r"'out.b'.*finite"),
+    ("params", "out.b", np.full(10, -np.inf), ValueError, r"'out.b'.*finite"),
+    ("params", "out.b", np.full(10, 1e39), ValueError, r"'out.b'.*finite"),    # inf in float32
+    ("masks", "out.W", np.full((100, 10), 1 + 1e-9), ValueError, r"'out.W'.*0 or 1"),
+    ("masks", "out.W", np.full((100, 10), "1"), TypeError, r"'out.W'.*dtype"),
+], ids=["string", "object", "complex", "ragged", "nan", "-inf", "beyond-float32", "mask-near-1",
+        "mask-string"])
+def test_rejected_state_leaves_the_model_bit_identical(part, name, value, error, message):
+    """The bad entry comes last in the model's order and every other entry differs from the
+    model's, so writing anything before rejecting would show."""
+    model = models.lenet300_100(seed=0)
+    state = models.lenet300_100(seed=1).state_dict()
+    state["params"] = {k: v + 1 if k.endswith(".b") else v for k, v in state["params"].items()}
+    state[part][name] = value
+    before = _bits(model)
+    with pytest.raises(error, match=message):
+        model.load_state_dict(state)
+    assert _bits(model) == before
+
+
+def test_load_state_dict_accepts_array_likes_of_real_numbers():
+    model = models.lenet300_100(seed=0)
+    state = models.lenet300_100(seed=1).state_dict()
+    state["params"]["out.b"] = list(range(10))                   # ints, as a list
+    state["masks"]["out.W"] = np.ones((100, 10), bool)
+    model.load_state_dict(state)
+    np.testing.assert_array_equal(model.named_params()["out.b"], np.arange(10, dtype=np.float32))
+    assert model.named_params()["out.b"].dtype == np.float32
+    np.testing.assert_array_equal(model.named_params()["fc1.W"], state["params"]["fc1.W"])
+
+
+def test_set_masks_rejects_non_numbers_before_writing():
+    model = models.lenet300_100(seed=0)
+    before = _bits(model)
+    for bad, error in [(np.full((100, 10), "1"), TypeError), (np.full((100, 10), np.nan), ValueError)]:
+        with pytest.raises(error, match="out.W"):
+            model.set_masks({"fc2.W": np.zeros((300, 100)), "out.W": bad})
+        assert _bits(model) == before
 
 
 @pytest.mark.parametrize("scale, tolerance", [(0.1, 0.05), (1.0, 0.3)])

@@ -1,11 +1,11 @@
-"""Tests for minilottery.pruning: exact round-by-round counts (and LeNet's Pm values
-from PAPER.md §6), the smallest-magnitude rule with its tie rule, global, random
+"""Tests for minilottery.pruning: exact round-by-round counts (and LeNet's Pm values,
+docs/paper.md §7), the smallest-magnitude rule with its tie rule, global, random
 and one-shot masks, reset / rewind, rate maps, reports and validation.
 
-The engine (layers, Sequential) is built in parallel, so reset_to and
-layerwise_rates are tested on a small STAND-IN model implementing only the
-protocol of CONTRACT.md they use: model.layers; each layer has .name and
-params / grads / masks dicts (masks for prunable weights only).
+reset_to and layerwise_rates are tested on a small STAND-IN model implementing
+only the part of the model protocol (minilottery.models) they use: model.layers;
+each layer has .name and params / grads / masks dicts (masks for prunable weights
+only). So these tests pin down what pruning needs from a model, and no more.
 """
 
 import math
@@ -127,7 +127,7 @@ def lenet_pm(rounds):
 
 @pytest.mark.parametrize("rounds, paper_pm", [(3, 51.3), (7, 21.1), (9, 13.5), (15, 3.6), (16, 2.9)])
 def test_lenet_pm_matches_paper(rounds, paper_pm):
-    """PAPER.md §2/§6: LeNet at fc 20%, output 10% per round."""
+    """docs/paper.md §7 (the paper's §2): LeNet at fc 20%, output 10% per round."""
     assert round(lenet_pm(rounds), 1) == paper_pm
 
 
@@ -395,3 +395,92 @@ def test_bad_global_and_count_arguments():
         random_masks_like({"a.W": np.array([0.0, 2.0], np.float32)}, 0)
     with pytest.raises(ValueError, match="mask of a.W"):
         sparsity_report({"a.W": np.array([0.0, -1.0], np.float32)})
+
+
+# ---------------------------------------------------------------- array-likes
+
+def _as_lists(arrays):
+    return {name: np.asarray(a).tolist() for name, a in arrays.items()}
+
+
+@settings(deadline=None, max_examples=25)
+@given(a=weights_and_mask(), b=weights_and_mask(), permille=st.integers(0, 999),
+       rounds=st.integers(0, 4))
+def test_every_function_takes_nested_lists_as_it_takes_arrays(a, b, permille, rounds):
+    """Weights, masks and theta given as nested lists give the same results as arrays."""
+    w = {"fc1.W": a[0], "out.W": b[0]}
+    m = {"fc1.W": a[1], "out.W": b[1]}
+    rates = {"fc1.W": permille / 1000, "out.W": permille / 2000}
+    calls = [
+        lambda w, m: prune_by_magnitude(w, m, rates),
+        lambda w, m: prune_globally(w, m, permille / 1000),
+        lambda w, m: one_shot_masks(w, m, rates, rounds),
+        lambda w, m: random_masks_like(m, permille),
+    ]
+    for call in calls:
+        from_arrays, from_lists = call(w, m), call(_as_lists(w), _as_lists(m))
+        assert from_lists.keys() == from_arrays.keys()
+        for name in from_arrays:
+            np.testing.assert_array_equal(from_lists[name], from_arrays[name])
+            assert from_lists[name].dtype == np.float32
+    assert sparsity_report(_as_lists(m)).layers == sparsity_report(m).layers
+
+
+def test_layerwise_rates_reads_shapes_of_nested_lists():
+    shapes = {"conv1.W": np.ones((2, 1, 3, 3)), "fc1.W": np.ones((4, 3)), "out.W": np.ones((3, 2))}
+    assert layerwise_rates(_as_lists(shapes), 0.2, conv_rate=0.1) == \
+        layerwise_rates(shapes, 0.2, conv_rate=0.1) == {"conv1.W": 0.1, "fc1.W": 0.2, "out.W": 0.1}
+
+
+def test_reset_to_takes_nested_lists():
+    rng = np.random.default_rng(2)
+    theta = {n: rng.standard_normal(p.shape).astype(np.float32)
+             for n, p in small_convnet().named_params().items()}
+    masks = {"out.W": (rng.random((8, 10)) < 0.5).astype(np.float32)}
+    from_arrays, from_lists = small_convnet(), small_convnet()
+    reset_to(from_arrays, theta, masks)
+    reset_to(from_lists, _as_lists(theta), _as_lists(masks))
+    for name, p in from_lists.named_params().items():
+        assert p.tobytes() == from_arrays.named_params()[name].tobytes(), name
+    np.testing.assert_array_equal(from_lists.named_masks()["out.W"], masks["out.W"])
+
+
+@pytest.mark.parametrize("bad, error, pattern", [
+    (lambda w, m: (w, {**m, "out.W": np.full((4, 2), "1")}), TypeError, r"masks\['out\.W'\].*dtype"),
+    (lambda w, m: ({**w, "out.W": [[1.0, 2.0], [3.0]]}, m), TypeError, r"weights\['out\.W'\]"),
+    (lambda w, m: ({**w, "out.W": np.ones((4, 2), complex)}, m), TypeError,
+     r"weights\['out\.W'\].*complex"),
+    (lambda w, m: (list(w.values()), m), TypeError, "weights must be a dict"),
+    (lambda w, m: (w, None), TypeError, "masks must be a dict"),
+], ids=["string-mask", "ragged-weight", "complex-weight", "list-of-weights", "no-masks"])
+def test_non_numbers_raise_type_error_naming_the_argument(bad, error, pattern):
+    w, m = bad(*_lenet_like())
+    for call in (lambda: prune_by_magnitude(w, m, {"fc1.W": 0.2}),
+                 lambda: prune_globally(w, m, 0.2),
+                 lambda: one_shot_masks(w, m, {"fc1.W": 0.2}, 2)):
+        with pytest.raises(error, match=pattern):
+            call()
+    if "masks" in pattern:
+        for call in (lambda: random_masks_like(m, 0), lambda: sparsity_report(m)):
+            with pytest.raises(error, match=pattern):
+                call()
+
+
+@pytest.mark.parametrize("value, error, pattern", [
+    (np.full(10, "0"), TypeError, r"theta\['out\.b'\].*dtype"),
+    (np.full(10, np.nan), ValueError, r"theta\['out\.b'\].*non-finite"),
+    (np.full(10, 1e39), ValueError, r"theta\['out\.b'\].*non-finite"),     # inf in float32
+], ids=["string", "nan", "beyond-float32"])
+def test_reset_to_rejects_a_bad_last_entry_before_writing_any(value, error, pattern):
+    """out.b comes last in the model's order: a check made while writing would have
+    written every other param first."""
+    model = small_convnet()
+    theta = {n: np.ones_like(p) for n, p in model.named_params().items()}
+    theta["out.b"] = value
+    masks = {n: np.zeros_like(m) for n, m in model.named_masks().items()}
+    with pytest.raises(error, match=pattern):
+        reset_to(model, theta, masks)
+    for name, p in model.named_params().items():
+        assert not p.any(), name
+    for m in model.named_masks().values():
+        np.testing.assert_array_equal(m, 1.0)
