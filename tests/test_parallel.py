@@ -122,9 +122,12 @@ class Run:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
             start_new_session=True)
         self.pid = self.process.pid
-        self.lines = queue.Queue()
-        threading.Thread(target=lambda: [self.lines.put(line.split())
-                                         for line in self.process.stdout], daemon=True).start()
+        self.lines, self.errors = queue.Queue(), []  # its stdout line by line, its stderr
+        self.readers = [threading.Thread(target=lambda: [self.lines.put(line.split())
+                                                         for line in self.process.stdout]),
+                        threading.Thread(target=lambda: self.errors.extend(self.process.stderr))]
+        for reader in self.readers:
+            reader.start()
 
     def read(self, count, seconds=30):
         """The next ``count`` lines it prints, as lists of words."""
@@ -138,13 +141,20 @@ class Run:
         """Once both workers have started their tasks: {task: worker pid}."""
         return {task: int(pid) for task, pid in self.read(2)}
 
+    def finish(self, seconds):
+        """Wait for it to end: (the rest of its stdout, as lists of words; its stderr)."""
+        self.process.wait(timeout=seconds)
+        for reader in self.readers:
+            reader.join()
+        return list(self.lines.queue), "".join(self.errors)
+
     def stop_all(self):
         """Kill whatever is left of its process group; its stderr."""
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        return self.process.communicate()[1]
+        return self.finish(None)[1]
 
 
 @pytest.fixture
@@ -168,12 +178,12 @@ def test_an_interrupt_stops_the_workers_within_seconds(start, signum, whole_grou
     started = time.monotonic()
     (os.killpg if whole_group else os.kill)(run.pid, signum)
     try:
-        stdout, stderr = run.process.communicate(timeout=10)
+        stdout, stderr = run.finish(10)
     except subprocess.TimeoutExpired:
         pytest.fail(f"still running 10 s after {signum.name}: it waits for the tasks")
     seconds = time.monotonic() - started
     assert run.process.returncode == code, stderr
-    assert "stopped" in stdout and "Traceback" not in stderr, stderr
+    assert stdout == [["stopped"]] and "Traceback" not in stderr, stderr
     assert seconds < 5, f"{seconds:.1f} s to stop"
     assert not [pid for pid in workers.values() if alive(pid)], "a worker outlived the run"
 
