@@ -164,10 +164,10 @@ def remove_dead_segments(directory=SHM_DIR) -> list[str]:
             continue
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            path.unlink(missing_ok=True)  # while we hold the lock: nobody can take it up again
+            path.unlink()
             removed.append(path.name)
-        except BlockingIOError:
-            pass  # its creator is alive
+        except OSError:
+            pass  # its creator is alive (the lock is taken), or another run removed it first
         finally:
             os.close(descriptor)
     return removed
