@@ -6,12 +6,25 @@ starts a task as soon as ``ready(task)`` says its inputs exist, tickets
 first (they are the critical path), and yields ``(task, result)`` as each
 one finishes; the caller then writes the inputs of the next ones.
 
-With ``jobs > 1`` the tasks run in a ``concurrent.futures`` process pool
-(spawned, so nothing of this process's thread pools is inherited). Each
-worker receives ``shared`` once, when it starts, its large arrays through
-shared memory rather than as pickled bytes (see minilottery.shared: one copy
-of the dataset for all processes), and reports progress through a queue that
-this process drains while it waits.
+Where the tasks run is a *runner*'s business. A runner has a ``size`` (how many
+tasks it runs at once), a count of ``running`` tasks, ``start(task)``, and
+``next_result()``, which waits for a running task to finish and returns
+``(task, result)``, passing on progress reports meanwhile. Two runners:
+
+- ``InProcess`` runs one task at a time, here;
+- ``WorkerPool`` runs ``jobs`` tasks at once in spawned worker processes (spawned,
+  so nothing of this process's thread pools is inherited). Each worker receives
+  ``shared`` once, when it starts, its large arrays through shared memory rather
+  than as pickled bytes (see minilottery.shared: one copy of the dataset for all
+  processes).
+
+Stopping is the main process's job: Ctrl-C (SIGINT), SIGTERM inside
+``sigterm_as_interrupt()``, or any exception ends the workers within a fraction
+of a second, midway through their tasks (trainings checkpoint atomically, so a
+resumed run redoes only the iterations since the last checkpoint). A worker that
+dies unasked raises ``WorkerDied``; one whose task raises sends the exception
+here, with its traceback. A main process killed outright takes its workers with
+it (``_exit_with_parent``).
 """
 
 from __future__ import annotations
@@ -20,9 +33,9 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
-import queue
+import signal
 import threading
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+import traceback
 from contextlib import contextmanager, nullcontext
 
 from .shared import SharedArrays
@@ -37,38 +50,31 @@ def run_tasks(tasks, *, ready, work, shared, jobs=1, priority=None, on_progress=
     ``on_progress(*args)`` here, from worker processes too. ``shared_arrays``:
     the SharedArrays that made arrays of ``shared`` (they are then sent as they
     are); without it, large arrays are copied into shared memory for the run.
+    With ``jobs > 1`` the segments are unlinked as soon as every worker has
+    mapped them (``SharedArrays.unlink``).
     """
     pending = sorted(tasks, key=priority) if priority else list(tasks)
     report = on_progress or (lambda *args: None)
-    if jobs <= 1 or len(pending) <= 1:
-        while pending:
-            task = _next_ready(pending, ready, running=0)
-            yield task, work(shared, task, report)
-        return
+    with _runner(min(jobs, len(pending)), work, shared, report, shared_arrays) as runner:
+        while pending or runner.running:
+            while pending and runner.running < runner.size:
+                task = _next_ready(pending, ready, runner.running)
+                if task is None:
+                    break
+                runner.start(task)
+            yield runner.next_result()
 
-    workers = min(jobs, len(pending))
-    context = multiprocessing.get_context("spawn")
-    progress_queue = context.Queue()
-    # Workers are spawned on demand, so these settings (and the segments) must last until shutdown.
+
+@contextmanager
+def _runner(size, work, shared, report, shared_arrays):
+    """InProcess for one task at a time, else a WorkerPool of ``size``, stopped when the block ends."""
+    if size <= 1:
+        yield InProcess(work, shared, report)
+        return
     with (SharedArrays() if shared_arrays is None else nullcontext(shared_arrays)) as arrays, \
-            _threads_per_worker(max(1, (os.cpu_count() or 1) // workers)):
-        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,
-                                   initargs=(work, arrays.dumps(shared), progress_queue))
-        try:
-            running = {}
-            while pending or running:
-                while pending and len(running) < workers:
-                    task = _next_ready(pending, ready, len(running))
-                    if task is None:
-                        break
-                    running[pool.submit(_worker_run, task)] = task
-                finished, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
-                _drain(progress_queue, report)
-                for future in finished:
-                    yield running.pop(future), future.result()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            _drain(progress_queue, report)
+            WorkerPool(size, work, arrays.dumps(shared), report) as pool:
+        arrays.unlink()  # every worker has mapped the segments: no process needs their names
+        yield pool
 
 
 def _next_ready(pending, ready, running):
@@ -81,12 +87,255 @@ def _next_ready(pending, ready, running):
     raise RuntimeError(f"no task can start: {pending[0]} waits for inputs nothing will write")
 
 
-def _drain(progress_queue, report):
-    while True:
+class InProcess:
+    """The runner of one task at a time, in this process: it runs when its result is asked for."""
+
+    size = 1
+
+    def __init__(self, work, shared, report):
+        self.work, self.shared, self.report = work, shared, report
+        self.task = None
+
+    @property
+    def running(self):
+        return 0 if self.task is None else 1
+
+    def start(self, task):
+        self.task = task
+
+    def next_result(self):
+        task, self.task = self.task, None
+        return task, self.work(self.shared, task, self.report)
+
+
+# ----------------------------------------------------------------------------
+# Worker processes
+# ----------------------------------------------------------------------------
+
+class WorkerDied(RuntimeError):
+    """A worker process ended unasked: killed (by the out-of-memory killer, say) or crashed.
+
+    ``task`` is the task it was running (None: it was starting or idle) and
+    ``exitcode`` its exit status as multiprocessing gives it: -N if signal N killed it.
+    """
+
+    def __init__(self, task, pid, exitcode):
+        super().__init__(task, pid, exitcode)
+        self.task, self.pid, self.exitcode = task, pid, exitcode
+
+    def __str__(self):
+        doing = f"running {self.task!r}" if self.task is not None else "starting or idle"
+        return f"worker process {self.pid}, {doing}, {_how_it_ended(self.exitcode)}"
+
+
+def _how_it_ended(exitcode):
+    if exitcode is None:
+        return "closed its pipe"
+    if exitcode >= 0:
+        return f"exited with code {exitcode}"
+    try:
+        name = signal.Signals(-exitcode).name
+    except ValueError:
+        name = f"signal {-exitcode}"
+    return f"was killed by {name}" + (" (as the out-of-memory killer does)" * (name == "SIGKILL"))
+
+
+class RemoteTraceback(Exception):
+    """The traceback, as text, of an exception raised in a worker: the cause of its copy here."""
+
+    def __str__(self):
+        return "\n" + self.args[0]
+
+
+class WorkerPool:
+    """The runner of ``size`` tasks at once, in spawned processes with a pipe each.
+
+    Down a worker's pipe go ``shared`` (once) and then its tasks; up come
+    progress reports and outcomes. Why not ``concurrent.futures.ProcessPoolExecutor``:
+    its queues rest on named POSIX semaphores (/dev/shm/sem.mp-*), which a killed
+    process group leaves behind; its ``shutdown`` waits for running tasks rather
+    than stopping them; and a dead worker breaks the pool without saying which
+    task it ran. A pipe needs no semaphore, and waiting on every pipe and every
+    process's sentinel at once tells the moment a worker speaks or ends.
+
+    The pool is ready when made: every worker has mapped ``shared``.
+    """
+
+    def __init__(self, size, work, shared_pickle, report):
+        self.size, self.report, self.workers = size, report, []
+        context = multiprocessing.get_context("spawn")
         try:
-            report(*progress_queue.get_nowait())
-        except queue.Empty:
-            return
+            with _threads_per_worker(max(1, (os.cpu_count() or 1) // size)), _sigint_ignored():
+                for _ in range(size):
+                    self.workers.append(_Worker(context, work))
+            for worker in self.workers:
+                worker.send_bytes(shared_pickle)
+            while not all(worker.ready for worker in self.workers):
+                worker, _, _ = self._receive()
+                worker.ready = True  # a worker's first message says it has mapped `shared`
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def running(self):
+        return sum(worker.task is not None for worker in self.workers)
+
+    def start(self, task):
+        worker = next(worker for worker in self.workers if worker.task is None)
+        worker.task = task
+        worker.send_bytes(pickle.dumps(task))
+
+    def next_result(self):
+        while True:
+            worker, kind, value = self._receive()
+            if kind == "progress":
+                self.report(*value)
+            else:  # "done"
+                task, worker.task = worker.task, None
+                return task, value
+
+    def _receive(self):
+        """Wait for the next message of any worker: ``(worker, kind, value)``.
+
+        Raises the exception of a failed task (its cause: the worker's traceback),
+        and WorkerDied as soon as a worker has ended.
+        """
+        handles = {}
+        for worker in self.workers:
+            handles[worker.conn] = handles[worker.process.sentinel] = worker
+        worker = handles[multiprocessing.connection.wait(list(handles))[0]]
+        kind, value = worker.receive()
+        if kind == "failed":
+            error, text = value
+            raise error from RemoteTraceback(text)
+        return worker, kind, value
+
+    def close(self):
+        """End every worker and wait for it: idle ones are told to stop, busy ones terminated.
+
+        A worker busy now is one whose task is abandoned: by an interrupt, or
+        because another worker failed. SIGKILL follows if SIGTERM is not enough.
+        """
+        for worker in self.workers:
+            if worker.ready and worker.task is None:
+                worker.stop()
+            else:
+                worker.process.terminate()
+        for worker in self.workers:
+            worker.process.join(timeout=5)
+            if worker.process.exitcode is None:
+                worker.process.kill()
+                worker.process.join()
+            worker.conn.close()
+            worker.process.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+class _Worker:
+    """A worker process, the main process's end of its pipe, and what it is doing."""
+
+    def __init__(self, context, work):
+        self.conn, child_end = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(child_end, work), daemon=True)
+        self.process.start()
+        child_end.close()  # the worker holds the only copy now: its death closes the pipe
+        self.ready = False
+        self.task = None
+
+    def send_bytes(self, message):
+        try:
+            self.conn.send_bytes(message)
+        except OSError:  # its end is closed: it has died
+            self.died()
+
+    def receive(self):
+        """The next message of this worker, which has one or has ended (then WorkerDied)."""
+        try:
+            if self.conn.poll():
+                return self.conn.recv()
+        except (EOFError, OSError):
+            pass  # its end closed, perhaps in the middle of a message
+        self.died()
+
+    def died(self):
+        self.process.join(timeout=1)
+        raise WorkerDied(self.task, self.process.pid, self.process.exitcode)
+
+    def stop(self):
+        try:
+            self.conn.send_bytes(pickle.dumps(None))
+        except OSError:
+            pass  # already gone
+
+
+def _worker_main(conn, work):
+    """A worker's life: map ``shared``, say so, then run each task that comes, until None comes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # see _sigint_ignored
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
+    try:
+        shared = pickle.loads(conn.recv_bytes())
+        conn.send(("ready", None))
+        for task in iter(conn.recv, None):
+            conn.send_bytes(_outcome(work, shared, task,
+                                     lambda *args: conn.send(("progress", args))))
+    except (EOFError, ConnectionError):
+        pass  # the main process is gone, and _exit_with_parent is about to end this one
+
+
+def _outcome(work, shared, task, progress):
+    """The pickled message that reports ``work(shared, task, progress)``.
+
+    ``("done", result)``, or ``("failed", (exception, its traceback as text))``;
+    an exception (or result) that does not survive pickling is sent as a
+    RuntimeError that says what it was.
+    """
+    try:
+        return pickle.dumps(("done", work(shared, task, progress)))
+    except Exception as error:
+        text = "".join(traceback.format_exception(error))
+        try:
+            message = pickle.dumps(("failed", (error, text)))
+            pickle.loads(message)  # some exceptions pickle but cannot be rebuilt
+            return message
+        except Exception:
+            return pickle.dumps(("failed", (RuntimeError(f"{type(error).__name__}: {error}"), text)))
+
+
+def _exit_with_parent():
+    """End this worker once the main process is gone.
+
+    A main process killed outright (SIGKILL) cannot stop its workers, and they
+    would go on training, or wait for tasks forever, holding their memory.
+    """
+    multiprocessing.connection.wait([multiprocessing.parent_process().sentinel])
+    os._exit(1)
+
+
+@contextmanager
+def _sigint_ignored():
+    """SIGINT ignored while workers are spawned, so that they start out ignoring it.
+
+    Ctrl-C in a terminal sends SIGINT to the whole process group. A worker must
+    neither print a KeyboardInterrupt traceback nor stop by itself: the main
+    process stops it (``WorkerPool.close``). An ignored signal stays ignored
+    across exec, so this covers the worker's start-up too, before any of its
+    Python code runs; ``_worker_main`` ignores it again for pools made outside
+    the main thread, which cannot change signal handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager
@@ -105,24 +354,33 @@ def _threads_per_worker(threads):
                 os.environ[name] = value
 
 
-_worker = {}
+# ----------------------------------------------------------------------------
+# SIGTERM
+# ----------------------------------------------------------------------------
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as KeyboardInterrupt is for SIGINT (see ``sigterm_as_interrupt``)."""
+
+    signum = signal.SIGTERM
 
 
-def _worker_start(work, shared_pickle, progress_queue):
-    _worker.update(work=work, shared=pickle.loads(shared_pickle), queue=progress_queue)
-    threading.Thread(target=_exit_with_parent, daemon=True).start()
+@contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM to this process raises Terminated, a KeyboardInterrupt.
 
-
-def _exit_with_parent():
-    """End this worker once the main process is gone.
-
-    A main process killed outright (SIGKILL) cannot shut its pool down, and its
-    idle workers would wait for tasks forever, holding their memory and keeping
-    the resource tracker from unlinking the dataset's shared memory.
+    So ``kill PID`` stops a run the way Ctrl-C does: workers stopped, shared
+    memory unlinked, the ``except KeyboardInterrupt`` of the caller run. To tell
+    the two apart (exit status 128 + 15 = 143 rather than 130), check
+    ``isinstance(error, Terminated)``. The handler serves once: a second SIGTERM
+    ends the process at once, as it would outside the block. Main thread only,
+    as every signal handler.
     """
-    multiprocessing.connection.wait([multiprocessing.parent_process().sentinel])
-    os._exit(1)
+    def interrupt(signum, frame):
+        signal.signal(signal.SIGTERM, previous)
+        raise Terminated()
 
-
-def _worker_run(task):
-    return _worker["work"](_worker["shared"], task, lambda *args: _worker["queue"].put(args))
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -16,10 +16,18 @@ it is pickled and unpickled: a shrunk Conv-6 run with two workers peaked at
    process reads the same physical pages, whatever the number of workers.
 
 Lifetime: the segments belong to the ``with SharedArrays()`` block that made
-them, which unlinks them when it ends, normally or by an exception or Ctrl-C.
-A process killed outright (SIGKILL) cannot clean up; multiprocessing's
-resource tracker, a helper process that outlives it, then unlinks the
-segments it was told about. Mappings themselves end with their process.
+them, which unlinks them when it ends, normally or by an exception or Ctrl-C;
+``run_tasks`` unlinks them sooner, as soon as every worker has mapped them
+(``SharedArrays.unlink``). A name is all that can outlive a process, and after
+that no process needs it: a mapping ends with its process, and the memory goes
+with the last mapping.
+
+A process killed outright (SIGKILL, or SIGHUP from a closed terminal) while
+it loads the dataset cannot unlink anything, and its helper processes die
+with it when the whole process group is killed. So every ``SharedArrays()``
+first removes the segments of such dead runs (``remove_dead_segments``):
+their names say whose they were. This needs /dev/shm to list segments
+(Linux); elsewhere only the unlinking above applies.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import os
 import pickle
 import secrets
 from multiprocessing import shared_memory
+from pathlib import Path
 
 import numpy as np
 
@@ -36,12 +45,20 @@ import numpy as np
 #: descriptor and at least a page in every process that maps it.
 MIN_SHARED_BYTES = 1 << 20
 
+#: Where POSIX shared-memory segments appear as files, on Linux.
+SHM_DIR = Path("/dev/shm")
+
 
 class SharedArrays:
-    """Named shared-memory segments, one per array, unlinked when the ``with`` block ends."""
+    """Named shared-memory segments, one per array, unlinked when the ``with`` block ends.
+
+    Making one first removes the segments that dead runs left (``remove_dead_segments``).
+    """
 
     def __init__(self):
-        self._segments = []   # the SharedMemory objects this process created
+        remove_dead_segments()
+        self._segments = []   # the SharedMemory objects this process created, still named
+        self._locks = []      # a file descriptor holding each one's lock (see _lock)
         self._made = {}       # id(array) -> (array, its segment's name), for arrays of empty()
 
     def empty(self, shape, dtype=np.float32) -> np.ndarray:
@@ -53,6 +70,7 @@ class SharedArrays:
         nbytes = int(np.prod(shape)) * dtype.itemsize
         segment = shared_memory.SharedMemory(create=True, size=max(nbytes, 1), name=_new_name())
         self._segments.append(segment)
+        self._locks.append(_lock(segment.name))
         array = _array_in(segment, shape, dtype)
         self._made[id(array)] = (array, segment.name)
         return array
@@ -76,17 +94,26 @@ class SharedArrays:
             made, array = self._made[id(copy)], copy
         return made[1], array.shape, array.dtype.str
 
-    def close(self):
-        """Unlink every segment: its name goes now, its memory once no process maps it."""
+    def unlink(self):
+        """Unlink every segment: its name goes now, its memory once no process maps it.
+
+        The arrays stay usable in every process that has mapped them (here too);
+        a process can no longer map them by name. Arrays sent after this, made by
+        ``empty`` or not, are copied into new segments, unlinked at the block's end.
+        """
         self._made.clear()
         while self._segments:
             self._segments.pop().unlink()
+        while self._locks:
+            lock = self._locks.pop()
+            if lock is not None:
+                os.close(lock)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc_info):
-        self.close()
+        self.unlink()
 
 
 class _SegmentPickler(pickle.Pickler):
@@ -104,6 +131,72 @@ class _SegmentPickler(pickle.Pickler):
 def _new_name() -> str:
     """minilottery-PID-RANDOM: says whose it is (e.g. in /dev/shm), under macOS's 31 characters."""
     return f"minilottery-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def remove_dead_segments(directory=SHM_DIR) -> list[str]:
+    """Unlink the segments that minilottery processes killed outright left; return their names.
+
+    ``minilottery-PID-RANDOM`` is removed when all three hold:
+
+    1. this user owns it: other users' segments are theirs to judge;
+    2. no process holds the lock its creator took on it (``_lock``). The kernel
+       drops a lock when its process ends, so this is sound whatever happened to
+       the PID since: reused by an unrelated process, or the creator living in
+       another PID namespace (a container sharing /dev/shm);
+    3. no process has that PID. This covers the instant between a segment's
+       creation and its lock; a PID reused since only delays the removal until
+       that process ends.
+    """
+    if not directory.is_dir():
+        return []
+    import fcntl  # not on Windows, which has no /dev/shm either
+
+    removed = []
+    for path in sorted(directory.glob("minilottery-*-*")):
+        pid = path.name.split("-")[1]
+        if not pid.isdigit() or _pid_exists(int(pid)):
+            continue
+        try:
+            if path.stat().st_uid != os.getuid():
+                continue
+            descriptor = os.open(path, os.O_RDONLY)
+        except OSError:  # removed meanwhile, or not ours to open
+            continue
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path.unlink()
+            removed.append(path.name)
+        except OSError:
+            pass  # its creator is alive (the lock is taken), or another run removed it first
+        finally:
+            os.close(descriptor)
+    return removed
+
+
+def _lock(name):
+    """A descriptor of segment ``name`` holding a shared lock on it, or None without /dev/shm.
+
+    The lock says "my creator is alive" to ``remove_dead_segments`` of other
+    processes, for as long as the descriptor stays open: until ``unlink``, or the
+    end of this process, however it ends.
+    """
+    if not SHM_DIR.is_dir():
+        return None
+    import fcntl
+
+    descriptor = os.open(SHM_DIR / name, os.O_RDONLY)
+    fcntl.flock(descriptor, fcntl.LOCK_SH)
+    return descriptor
+
+
+def _pid_exists(pid) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it does, and belongs to another user
+        return True
+    return True
 
 
 def _attach(name, shape, dtype) -> np.ndarray:
