@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 
 import numpy as np
 
@@ -202,18 +202,19 @@ def train_pieces(config, run, data, todo, *, jobs=1, reporter=None, shared_array
                          work=_train_task, shared=(str(run.root), config, data), jobs=jobs,
                          priority=_critical_path_first, on_progress=reporter.piece_progress,
                          shared_arrays=shared_arrays)
-    for piece, metrics in finished:
-        reporter.piece_done(piece, metrics)
-        if piece.branch == "ticket":
-            # The ticket's trained weights give the next level's mask (every level's, one-shot).
-            for level in range(piece.level + 1, config.rounds + 1):
-                if masks_computable(run, config, piece.trial, level):
-                    write_masks(run, config, piece.trial, level)
-        while reported <= config.rounds and all(
-                run.is_done(p) for p in level_pieces(config, reported)):
-            rows = write_summary(run, config)
-            reporter.level_done(reported, [row for row in rows if row["level"] == reported])
-            reported += 1
+    with closing(finished):  # an exception here stops the workers at once, not when collected
+        for piece, metrics in finished:
+            reporter.piece_done(piece, metrics)
+            if piece.branch == "ticket":
+                # The ticket's trained weights give the next level's mask (every level's, one-shot).
+                for level in range(piece.level + 1, config.rounds + 1):
+                    if masks_computable(run, config, piece.trial, level):
+                        write_masks(run, config, piece.trial, level)
+            while reported <= config.rounds and all(
+                    run.is_done(p) for p in level_pieces(config, reported)):
+                rows = write_summary(run, config)
+                reporter.level_done(reported, [row for row in rows if row["level"] == reported])
+                reported += 1
 
 
 def record_data(run, data):

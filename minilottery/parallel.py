@@ -359,28 +359,37 @@ def _threads_per_worker(threads):
 # ----------------------------------------------------------------------------
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised as KeyboardInterrupt is for SIGINT (see ``sigterm_as_interrupt``)."""
+    """SIGTERM or SIGHUP, raised as KeyboardInterrupt is for SIGINT (see ``sigterm_as_interrupt``)."""
 
-    signum = signal.SIGTERM
+    def __init__(self, signum=signal.SIGTERM):
+        super().__init__(signum)
+        self.signum = signum
+
+
+#: The signals that ``sigterm_as_interrupt`` turns into Terminated: ``kill PID``, a
+#: cluster job ended, and SIGHUP, a closed terminal.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 @contextmanager
 def sigterm_as_interrupt():
-    """Within the block, SIGTERM to this process raises Terminated, a KeyboardInterrupt.
+    """Within the block, SIGTERM or SIGHUP to this process raises Terminated, a KeyboardInterrupt.
 
     So ``kill PID`` stops a run the way Ctrl-C does: workers stopped, shared
     memory unlinked, the ``except KeyboardInterrupt`` of the caller run. To tell
-    the two apart (exit status 128 + 15 = 143 rather than 130), check
-    ``isinstance(error, Terminated)``. The handler serves once: a second SIGTERM
-    ends the process at once, as it would outside the block. Main thread only,
-    as every signal handler.
+    them apart (exit status 128 + signal, 143 for SIGTERM, rather than 130),
+    read ``error.signum`` of a Terminated. The handlers serve once: a second
+    signal ends the process at once, as it would outside the block. Main
+    thread only, as every signal handler.
     """
     def interrupt(signum, frame):
-        signal.signal(signal.SIGTERM, previous)
-        raise Terminated()
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        raise Terminated(signum)
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {number: signal.signal(number, interrupt) for number in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)

@@ -12,13 +12,13 @@ import argparse
 import os
 import signal
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from . import lottery
 from .config import NETS, PRESETS, load_config, make_config
+from .parallel import Terminated, WorkerDied, sigterm_as_interrupt
 from .progress import ConsoleReporter, duration
 from .results import table
 from .rundir import RunFileError, RunInUse, RunWriteError
@@ -129,27 +129,6 @@ def resolve_config(args):
     return stored
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP arrived: stop as Ctrl-C does (workers stopped, files kept), exit 128 + signal."""
-
-    def __init__(self, signum):
-        super().__init__(signum)
-        self.signum = signum
-
-
-@contextmanager
-def stop_on_sigterm():
-    """Turn SIGTERM and SIGHUP (a closed terminal, a cluster job ended) into ``Terminated``."""
-    def stop(signum, frame):
-        raise Terminated(signum)
-    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 def load_data(args, config, shared_arrays):
     """The run's dataset; with --jobs > 1 straight into shared memory, one copy that every
     worker maps (see minilottery.shared)."""
@@ -223,7 +202,7 @@ def main(argv=None):
         return code
 
     try:
-        with stop_on_sigterm():
+        with sigterm_as_interrupt():
             run(args, config, parser.prog)
     except KeyboardInterrupt as interrupt:
         signum = interrupt.signum if isinstance(interrupt, Terminated) else signal.SIGINT
@@ -233,7 +212,7 @@ def main(argv=None):
         return fail(error, 2)
     except RunFileError as error:  # a damaged file the run cannot redo
         return fail(error, 2)
-    except RunWriteError as error:
+    except (RunWriteError, WorkerDied) as error:
         return fail(error, 1, resumable=True)
     except (OSError, ValueError) as error:  # a missing or corrupt dataset, a bad run directory
         return fail(error, 2)

@@ -125,17 +125,48 @@ def test_ctrl_c_anywhere_gives_one_line_and_exit_130(tmp_path, monkeypatch, caps
         assert not list(out.rglob("*.tmp"))
 
 
-def test_sigterm_stops_the_run_and_resume_finishes_it_the_same(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_stop_signal_stops_the_run_and_resume_finishes_it_the_same(tmp_path, signum):
     whole = tmp_path / "whole"
     assert run_cli("lenet", *TINY, "--out", whole, "--no-plots").returncode == 0
     out = tmp_path / "stopped"
     process = start_cli("lenet", *TINY, "--out", out, "--no-plots", "--jobs", "2")
     wait_for(RunDir(out).piece(Piece(0, 0, "ticket")) / "metrics.json", process)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 128 + signal.SIGTERM, stderr
-    assert one_error_line(stderr).endswith("stopped by SIGTERM")
+    assert process.returncode == 128 + signum, stderr
+    assert one_error_line(stderr).endswith(f"stopped by {signal.Signals(signum).name}")
     assert "--resume" in stderr
     result = run_cli("lenet", "--out", out, "--resume", "--no-plots")
     assert result.returncode == 0, result.stderr
     assert (out / "summary.csv").read_bytes() == (whole / "summary.csv").read_bytes()
+
+
+def spawned_workers(pid):
+    """PIDs of the multiprocessing workers of process ``pid`` (not its resource tracker)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    workers = []
+    for child in children:
+        command = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+        if b"spawn_main" in command:
+            workers.append(int(child))
+    return workers
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the workers in /proc")
+def test_a_dead_worker_gives_one_line_and_how_to_resume(tmp_path):
+    out = tmp_path / "run"
+    process = start_cli("lenet", *TINY, "--iterations", "2000", "--eval-every", "500", "--out", out,
+                        "--no-plots", "--jobs", "2")
+    wait_for(out / "trial0" / "theta0.npz", process)
+    deadline = time.monotonic() + 60
+    while not spawned_workers(process.pid):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    time.sleep(1.0)  # into the first training
+    os.kill(spawned_workers(process.pid)[0], signal.SIGKILL)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1, stderr
+    line = one_error_line(stderr)
+    assert "was killed by SIGKILL" in line and "Piece(trial=0, level=0" in line
+    assert f"--out {out} --resume" in stderr
