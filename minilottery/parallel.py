@@ -41,21 +41,25 @@ from contextlib import contextmanager, nullcontext
 from .shared import SharedArrays
 
 
-def run_tasks(tasks, *, ready, work, shared, jobs=1, priority=None, on_progress=None,
-              shared_arrays=None):
+def run_tasks(tasks, *, ready, work, shared, executor=None, jobs=1, priority=None,
+              on_progress=None, shared_arrays=None):
     """Yield ``(task, work(shared, task, progress))`` for every task, as each finishes.
 
+    ``executor`` says where the tasks run (see "Executors" below); without
+    one, ``jobs`` picks ``InProcessExecutor()`` (1) or ``ProcessExecutor(jobs)``.
     ``ready(task)`` tells whether a task's inputs exist; it is asked again
     after every finished task. ``progress(*args)`` inside ``work`` reaches
     ``on_progress(*args)`` here, from worker processes too. ``shared_arrays``:
     the SharedArrays that made arrays of ``shared`` (they are then sent as they
     are); without it, large arrays are copied into shared memory for the run.
-    With ``jobs > 1`` the segments are unlinked as soon as every worker has
+    Worker processes unlink the segments' names as soon as every worker has
     mapped them (``SharedArrays.unlink``).
     """
+    executor = executor or (InProcessExecutor() if jobs <= 1 else ProcessExecutor(jobs))
     pending = sorted(tasks, key=priority) if priority else list(tasks)
     report = on_progress or (lambda *args: None)
-    with _runner(min(jobs, len(pending)), work, shared, report, shared_arrays) as runner:
+    with executor.runner(work, shared, report, tasks=len(pending),
+                         shared_arrays=shared_arrays) as runner:
         while pending or runner.running:
             while pending and runner.running < runner.size:
                 task = _next_ready(pending, ready, runner.running)
@@ -65,16 +69,64 @@ def run_tasks(tasks, *, ready, work, shared, jobs=1, priority=None, on_progress=
             yield runner.next_result()
 
 
-@contextmanager
-def _runner(size, work, shared, report, shared_arrays):
-    """InProcess for one task at a time, else a WorkerPool of ``size``, stopped when the block ends."""
-    if size <= 1:
+# ----------------------------------------------------------------------------
+# Executors
+# ----------------------------------------------------------------------------
+#
+# An executor is where tasks run. It has
+#
+#     size           how many tasks it runs at once
+#     shares_files   whether its workers see this process's files (a run
+#                    directory on the same machine): if not, tasks bring their
+#                    inputs and take their outputs home as values
+#     runner(work, shared, report, tasks=..., shared_arrays=...)
+#                    a context manager giving a *runner* for one run_tasks: it
+#                    has ``size``, ``running``, ``start(task)`` and ``next_result()``,
+#                    which waits for a running task and returns ``(task, result)``,
+#                    calling ``report(*args)`` for the progress its tasks send.
+#                    Leaving the block stops whatever still runs.
+#
+# Three implement it: InProcessExecutor and ProcessExecutor here, and
+# minilottery.cluster.DaskExecutor for a Dask cluster.
+
+class InProcessExecutor:
+    """Run one task at a time, here."""
+
+    size = 1
+    shares_files = True
+
+    @contextmanager
+    def runner(self, work, shared, report, tasks=None, shared_arrays=None):
         yield InProcess(work, shared, report)
-        return
-    with (SharedArrays() if shared_arrays is None else nullcontext(shared_arrays)) as arrays, \
-            WorkerPool(size, work, arrays.dumps(shared), report) as pool:
-        arrays.unlink()  # every worker has mapped the segments: no process needs their names
-        yield pool
+
+    def __repr__(self):
+        return "InProcessExecutor()"
+
+
+class ProcessExecutor:
+    """Run ``jobs`` tasks at once in spawned worker processes of this machine (a WorkerPool)."""
+
+    shares_files = True
+
+    def __init__(self, jobs):
+        if type(jobs) is not int or jobs < 1:
+            raise ValueError(f"ProcessExecutor: jobs must be an integer >= 1, got {jobs!r}")
+        self.size = jobs
+
+    @contextmanager
+    def runner(self, work, shared, report, tasks=None, shared_arrays=None):
+        """A WorkerPool of ``size`` workers (no more than ``tasks``); one task at a time runs here."""
+        size = self.size if tasks is None else min(self.size, tasks)
+        if size <= 1:
+            yield InProcess(work, shared, report)
+            return
+        with (SharedArrays() if shared_arrays is None else nullcontext(shared_arrays)) as arrays, \
+                WorkerPool(size, work, arrays.dumps(shared), report) as pool:
+            arrays.unlink()  # every worker has mapped the segments: no process needs their names
+            yield pool
+
+    def __repr__(self):
+        return f"ProcessExecutor({self.size})"
 
 
 def _next_ready(pending, ready, running):
