@@ -97,8 +97,11 @@ class DaskExecutor:
     task's workers may die before the task is lost. ``local_directory`` is the
     workers' scratch folder (a temporary one by default).
 
-    ``size`` is the number of worker threads the cluster has now (at least 1:
-    tasks wait on the scheduler for workers still to come). ``dashboard_link``
+    ``size``: N for ``local:N`` (a dead worker's nanny restarts it); for a
+    remote cluster, the worker threads it has now, at least 1 (tasks wait on
+    the scheduler for workers still to come). ``run_tasks`` reads it after
+    each result, so a remote cluster that grows (jobs of a batch system
+    starting) is used fully once a task of the smaller one has finished. ``dashboard_link``
     is the address of the scheduler's dashboard, or None. ``close()`` (or
     leaving a ``with`` block) disconnects, and stops a cluster it started.
     """
@@ -108,7 +111,7 @@ class DaskExecutor:
     def __init__(self, address, *, allowed_failures=None, local_directory=None):
         distributed = _distributed()
         self.address, self.cluster, self.client = address, None, None
-        workers = _local_workers(address)
+        self.workers = workers = _local_workers(address)
         if workers is None:
             if allowed_failures is not None or local_directory is not None:
                 raise ValueError(f"DaskExecutor({address!r}): allowed_failures and local_directory "
@@ -129,11 +132,13 @@ class DaskExecutor:
 
     @property
     def size(self):
+        if self.workers is not None:
+            return self.workers
         return max(1, sum(self.client.nthreads().values()))
 
     @property
     def dashboard_link(self):
-        """The dashboard's URL, or None if the scheduler runs none (it needs bokeh)."""
+        """The URL of the scheduler's dashboard, or None if it serves none."""
         services = self.client.scheduler_info(n_workers=0).get("services", {})
         return self.client.dashboard_link if "dashboard" in services else None
 
@@ -186,7 +191,9 @@ def _local_cluster(distributed, workers, allowed_failures, local_directory):
     Its scheduler lives in this process, so the settings below apply to it:
     one task per worker thread at a time (worker-saturation 1.0), so that the
     rest wait on the scheduler, where ``priority`` orders them. The dashboard
-    takes any free port, and is left out when bokeh is not installed.
+    takes any free port. Logs: critical only, for every failure reaches the
+    caller as an exception (a task's own, or TaskLost), which the caller
+    reports once.
     Numba gets the cores divided among the workers, as with ``--jobs``.
     """
     import dask
@@ -201,7 +208,7 @@ def _local_cluster(distributed, workers, allowed_failures, local_directory):
     with dask.config.set(settings):
         return distributed.LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True,
-            dashboard_address=":0", silence_logs=logging.ERROR,
+            dashboard_address=":0", silence_logs=logging.CRITICAL,
             local_directory=None if local_directory is None else str(local_directory),
             env={"NUMBA_NUM_THREADS": threads})
 
@@ -338,10 +345,10 @@ class DaskRunner:
         try:
             return future.result()
         except distributed.KilledWorker as error:
-            raise TaskLost(task, f"{error.allowed_failures + 1} workers died while running it, "
-                                 f"the last {error.last_worker.address} (the scheduler allows "
-                                 f"{error.allowed_failures} deaths: distributed.scheduler."
-                                 "allowed-failures)") from error
+            raise TaskLost(task, f"the worker running it died {error.allowed_failures + 1} times, "
+                                 f"the last time {error.last_worker.address} (the scheduler gives "
+                                 "a task up after distributed.scheduler.allowed-failures = "
+                                 f"{error.allowed_failures} deaths)") from error
         except distributed.CancelledError as error:
             raise TaskLost(task, f"the cluster cancelled it ({error})") from error
 

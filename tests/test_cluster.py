@@ -133,7 +133,7 @@ def test_a_task_whose_worker_is_killed_runs_again_and_gives_the_same_result(exec
 
 
 def test_a_task_that_kills_every_worker_it_runs_on_is_lost_by_name(executor):
-    with pytest.raises(TaskLost, match="lost task 'doomed': 2 workers died") as raised:
+    with pytest.raises(TaskLost, match="lost task 'doomed': the worker running it died 2 times") as raised:
         run(executor, ["doomed"], cluster_tasks.die, None)
     assert isinstance(raised.value, WorkerDied) and raised.value.task == "doomed"
     executor.client.wait_for_workers(2, timeout=30)  # the nannies restart them, for what follows
@@ -210,13 +210,14 @@ def test_bad_addresses_are_named():
             DaskExecutor(address)
 
 
-@pytest.fixture
-def separate_workers(tmp_path):
+@pytest.fixture(scope="module")
+def separate_workers(tmp_path_factory):
     """A scheduler and two workers started as commands, each in a folder of its own.
 
     Yields the scheduler's address and the workers' folders. The processes
     are this fixture's children, ended here.
     """
+    tmp_path = tmp_path_factory.mktemp("cluster")
     folders = [tmp_path / name for name in ("scheduler", "worker-0", "worker-1")]
     for folder in folders:
         folder.mkdir()
@@ -270,6 +271,37 @@ def test_workers_in_folders_of_their_own_run_the_tasks_of_a_remote_cluster(separ
         assert results == {task: task * task for task in range(4)}
         assert Counter(reports) == Counter((task, what) for task in range(4)
                                            for what in ("started", "half"))
+
+
+CLIENT = """
+import sys
+from minilottery.cluster import DaskExecutor
+from minilottery.parallel import run_tasks
+import cluster_tasks
+
+with DaskExecutor(sys.argv[1]) as executor:
+    for _ in run_tasks([1, 2], ready=lambda task: True, work=cluster_tasks.wait,
+                       shared={"seconds": 60}, executor=executor,
+                       on_progress=lambda task, what, *pid: what == "started" and print(task, flush=True)):
+        pass
+"""
+
+
+def test_the_tasks_of_a_killed_client_stop_and_free_the_workers(separate_workers):
+    """The scheduler drops a dead client's futures; its running tasks stop at their next report."""
+    address, _ = separate_workers
+    client = subprocess.Popen([sys.executable, "-c", CLIENT, address], stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": worker_path()})
+    try:
+        assert {client.stdout.readline().strip() for _ in range(2)} == {"1", "2"}
+    finally:
+        client.kill()
+        client.wait()
+    with DaskExecutor(address) as executor:
+        begin = time.monotonic()
+        results, _ = run(executor, [3, 4], cluster_tasks.square, {"offset": 0})
+        # The killed client's tasks, left running, would hold both workers for a minute.
+        assert results == {3: 9, 4: 16} and time.monotonic() - begin < 15
 
 
 def test_without_distributed_the_executor_names_the_extra_to_install():
