@@ -113,7 +113,7 @@ class Training:
     checkpoint: str | None = None
 
     def __repr__(self):  # errors name the training, not its arrays
-        return f"Training({self.piece})"
+        return repr(self.piece)
 
 
 @dataclass(frozen=True)
