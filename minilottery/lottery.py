@@ -22,10 +22,12 @@ Variants: ``one_shot`` prunes the trained dense net once to each level's
 size; ``rewind_iteration = k`` resets survivors to theta_k, the dense run's
 weights after k iterations, instead of theta_0.
 
-Each training (a ``Piece``) reads its inputs from the run directory and
-writes its results there (see ``minilottery.rundir``), so a killed run
-resumes from its last finished training and ends with the same numbers as an
-uninterrupted one, and independent trainings can run in parallel processes.
+Each training (a ``Piece``) starts once its inputs are in the run directory
+(``minilottery.rundir``). It goes to an executor (``minilottery.parallel``:
+this process, worker processes, a Dask cluster) as a task that carries those
+inputs (``minilottery.pieces``), and its result comes back here, where it is
+written. So a killed run resumes from its last finished training and ends
+with the same numbers as an uninterrupted one, wherever the trainings ran.
 """
 
 from __future__ import annotations
@@ -38,36 +40,15 @@ import numpy as np
 
 from . import pruning
 from .config import load_config
-from .data import load_cifar10, load_mnist
-from .models import BUILDERS
-from .optim import SGD, Adam
-from .parallel import run_tasks
+from .parallel import InProcessExecutor, ProcessExecutor, run_tasks
+from .pieces import (DATA_ORDER_STREAM, INIT_STREAM, RANDOM_MASK_STREAM, REINIT_STREAM,  # noqa: F401
+                     DataSpec, Training, build_model, derive_seed, make_optimizer, run_training)
 from .results import summary_csv, summary_rows
 from .resume import check_run
 from .rundir import (Piece, RunDir, RunFileError, check_writable, level_pieces, load_arrays, read_json,
                      save_arrays, write_json, write_text)
-from .train import HISTORY_COLUMNS, train
 
 BRANCHES = ("ticket", "reinit", "random")
-
-# The streams of randomness in an experiment, kept apart by derive_seed.
-INIT_STREAM, REINIT_STREAM, RANDOM_MASK_STREAM, DATA_ORDER_STREAM = range(4)
-
-
-def derive_seed(*keys):
-    """An independent 32-bit seed for each tuple of integers (numpy's SeedSequence)."""
-    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
-
-
-def build_model(config, seed):
-    builder = BUILDERS[config.builder]
-    return builder(seed=seed, dropout=config.dropout) if config.dropout else builder(seed=seed)
-
-
-def make_optimizer(config, model):
-    if config.optimizer == "adam":
-        return Adam(model, lr=config.lr)
-    return SGD(model, lr=config.lr, momentum=config.momentum)
 
 
 def pruning_rates(config, model):
@@ -122,25 +103,29 @@ class Reporter:
         pass
 
 
-def run_experiment(config, run_dir, *, data=None, data_dir=None, jobs=1, reporter=None,
-                   shared_arrays=None, notice=None):
+def run_experiment(config, run_dir, *, data=None, data_dir=None, executor=None, jobs=1,
+                   reporter=None, shared_arrays=None, notice=None):
     """Run (or resume) the experiment ``config`` in ``run_dir``; return the summary rows.
 
-    ``data`` is a loaded Dataset, else it is loaded from ``data_dir`` (see
-    ``minilottery.data``) if anything is left to train. Trainings already
-    finished in ``run_dir`` are not repeated; damaged files are set aside and
-    their work redone (see ``open_run``, whose ``notice`` this is). ``jobs > 1``
-    runs independent trainings in that many processes, with the same results
-    as ``jobs = 1``; they map the dataset's arrays from shared memory
-    (``shared_arrays``: the SharedArrays that loaded ``data``, if any, see
-    ``load_data``; else the arrays are copied there for the run).
+    Trainings already finished in ``run_dir`` are not repeated; damaged
+    files are set aside and their work redone (see ``open_run``, whose
+    ``notice`` this is). ``executor`` says where the trainings run (see
+    minilottery.parallel; default: ``jobs`` worker processes, or this process
+    for ``jobs = 1``); the results do not depend on it. ``data`` is a loaded
+    Dataset; else it is loaded from ``data_dir`` (see ``minilottery.data``) if
+    anything is left to train, here, or by each worker of an executor that
+    does not share this machine's files. Worker processes map the dataset's
+    arrays from shared memory (``shared_arrays``: the SharedArrays that loaded
+    ``data``, if any, see ``load_data``; else they are copied there).
     """
+    executor = executor or (InProcessExecutor() if jobs <= 1 else ProcessExecutor(jobs))
     with open_run(config, run_dir, notice=notice) as run:
         todo = pieces_to_do(config, run.root)
         if todo:
             if data is None:
-                data = load_data(config, data_dir)
-            train_pieces(config, run, data, todo, jobs=jobs, reporter=reporter,
+                data = (load_data(config, data_dir) if executor.shares_files
+                        else DataSpec.of(config, data_dir))
+            train_pieces(config, run, data, todo, executor=executor, reporter=reporter,
                          shared_arrays=shared_arrays)
         return write_summary(run, config)
 
@@ -189,22 +174,32 @@ def open_run(config, run_dir, *, notice=None):
         yield run
 
 
-def train_pieces(config, run, data, todo, *, jobs=1, reporter=None, shared_arrays=None):
+def train_pieces(config, run, data, todo, *, executor=None, jobs=1, reporter=None,
+                 shared_arrays=None):
     """Train the pieces ``todo`` of an open run, each as soon as its inputs exist.
 
-    After each ticket, the masks it prunes to are written; after each level,
-    summary.csv is rewritten and ``reporter.level_done`` called.
+    Each training goes to ``executor`` (see ``run_experiment``) as a
+    ``Training`` that carries its inputs, and comes back as a result that is
+    written here (``save_result``). After each ticket, the masks it prunes to
+    are written; after each level, summary.csv is rewritten and
+    ``reporter.level_done`` called.
     """
+    executor = executor or (InProcessExecutor() if jobs <= 1 else ProcessExecutor(jobs))
     reporter = reporter or Reporter()
-    record_data(run, data)
+    record_data(run, getattr(data, "provenance", None))
     reported = 0  # levels are reported in order, each once all its trainings are done
     finished = run_tasks(todo, ready=lambda piece: is_ready(run, config, piece),
-                         work=_train_task, shared=(str(run.root), config, data), jobs=jobs,
+                         prepare=lambda piece: make_training(run, config, piece,
+                                                             executor.shares_files),
+                         work=run_training, shared=(config, data), executor=executor,
                          priority=_critical_path_first, on_progress=reporter.piece_progress,
                          shared_arrays=shared_arrays)
     with closing(finished):  # an exception here stops the workers at once, not when collected
-        for piece, metrics in finished:
-            reporter.piece_done(piece, metrics)
+        for training, result in finished:
+            piece = training.piece
+            record_data(run, result.provenance)
+            save_result(run, piece, result)
+            reporter.piece_done(piece, result.metrics)
             if piece.branch == "ticket":
                 # The ticket's trained weights give the next level's mask (every level's, one-shot).
                 for level in range(piece.level + 1, config.rounds + 1):
@@ -217,16 +212,38 @@ def train_pieces(config, run, data, todo, *, jobs=1, reporter=None, shared_array
                 reported += 1
 
 
-def record_data(run, data):
+def make_training(run, config, piece, shares_files=True):
+    """The task that trains ``piece``: its starting weights and mask (``prepare_model``),
+    and its checkpoint file in the run directory if the worker can see it."""
+    model, _ = prepare_model(run, config, piece)
+    state = model.state_dict()
+    checkpoint = str(run.piece(piece) / "checkpoint.npz") if shares_files else None
+    return Training(piece, state["params"], state["masks"], checkpoint)
+
+
+def save_result(run, piece, result):
+    """Write what a training sent back; metrics.json last, for it marks the training done."""
+    out = run.piece(piece)
+    if result.final is not None:
+        save_arrays(out / "final.npz", result.final)
+    if result.snapshot is not None:
+        save_arrays(run.rewind(piece.trial), result.snapshot)
+    write_text(out / "history.csv", result.history_csv)
+    write_json(out / "metrics.json", result.metrics)
+    (out / "checkpoint.npz").unlink(missing_ok=True)
+
+
+def record_data(run, provenance):
     """Write where the run's data came from (folder, files, checksums) to data.json.
 
-    A resumed run must train on the same data: if data.json lists files with
-    other checksums, or other split sizes, that is an error naming both
-    sources. The same files found in another place are fine (data.json then
-    records the new place).
+    ``provenance`` is a Dataset's (see minilottery.data); None or empty for
+    data made in memory (tests, notebooks), which records nothing. A resumed
+    run must train on the same data: if data.json lists files with other
+    checksums, or other split sizes, that is an error naming both sources.
+    The same files found in another place are fine (data.json then records
+    the new place).
     """
-    provenance = getattr(data, "provenance", None)
-    if not provenance:  # data made in memory (tests, notebooks): nothing to record
+    if not provenance:
         return
     path = run.root / "data.json"
 
@@ -276,9 +293,7 @@ def load_data(config, data_dir=None, download=True, allocate=np.empty):
 
     ``allocate=shared_arrays.empty`` puts the images in shared memory, for workers.
     """
-    load = {"mnist": load_mnist, "cifar10": load_cifar10}[config.dataset]
-    return load(data_dir, val_size=config.val_size, val_seed=config.val_seed, download=download,
-                allocate=allocate)
+    return DataSpec.of(config, data_dir, download).load(allocate)
 
 
 def pieces_to_do(config, run_dir):
@@ -372,45 +387,6 @@ def prepare_model(run, config, piece):
         pruning.reset_to(model, start, mask)
         ### END SOLUTION
     return model, mask
-
-
-def train_piece(run, config, piece, data, on_eval=None):
-    """Train one ticket or control, write its results, return its metrics."""
-    trial, level = piece.trial, piece.level
-    model, mask = prepare_model(run, config, piece)
-    data_seed = derive_seed(config.seed, trial, level, DATA_ORDER_STREAM)
-    model.reseed_dropout(data_seed)
-    saves_rewind = piece == Piece(trial, 0, "ticket") and config.rewind_iteration > 0
-    result = train(model, make_optimizer(config, model), data,
-                   iterations=config.iterations, batch_size=config.batch_size,
-                   seed=data_seed, eval_every=config.eval_every,
-                   eval_batch_size=config.eval_batch_size,
-                   snapshot_at=config.rewind_iteration if saves_rewind else None,
-                   on_eval=on_eval, checkpoint=run.piece(piece) / "checkpoint.npz")
-
-    out = run.piece(piece)
-    if piece.branch == "ticket":
-        save_arrays(out / "final.npz", model.state_dict()["params"])
-    if saves_rewind:
-        save_arrays(run.rewind(trial), result.snapshot)
-    write_text(out / "history.csv", result.history.to_csv())
-    metrics = {
-        "trial": trial, "level": level, "branch": piece.branch, "replicate": piece.replicate,
-        "weights_remaining": pruning.sparsity_report(mask).fraction_remaining,
-        **result.history.summary(),
-    }
-    write_json(out / "metrics.json", metrics)  # last: marks the piece done
-    (out / "checkpoint.npz").unlink(missing_ok=True)
-    return metrics
-
-
-def _train_task(shared, piece, progress):
-    """One training as a task of ``run_tasks`` (module level, so worker processes can run it)."""
-    run_root, config, data = shared
-
-    def on_eval(iteration, history):
-        progress(piece, iteration, history.rows[-1][HISTORY_COLUMNS.index("val_acc")])
-    return train_piece(RunDir(run_root), config, piece, data, on_eval)
 
 
 def _critical_path_first(piece):

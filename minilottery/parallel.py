@@ -42,13 +42,15 @@ from .shared import SharedArrays
 
 
 def run_tasks(tasks, *, ready, work, shared, executor=None, jobs=1, priority=None,
-              on_progress=None, shared_arrays=None):
+              prepare=None, on_progress=None, shared_arrays=None):
     """Yield ``(task, work(shared, task, progress))`` for every task, as each finishes.
 
     ``executor`` says where the tasks run (see "Executors" below); without
     one, ``jobs`` picks ``InProcessExecutor()`` (1) or ``ProcessExecutor(jobs)``.
     ``ready(task)`` tells whether a task's inputs exist; it is asked again
-    after every finished task. ``progress(*args)`` inside ``work`` reaches
+    after every finished task. ``prepare(task)``, if given, turns a ready task
+    into what is sent to ``work`` (its inputs read, say); that is then the
+    ``task`` yielded. ``progress(*args)`` inside ``work`` reaches
     ``on_progress(*args)`` here, from worker processes too. ``shared_arrays``:
     the SharedArrays that made arrays of ``shared`` (they are then sent as they
     are); without it, large arrays are copied into shared memory for the run.
@@ -65,7 +67,7 @@ def run_tasks(tasks, *, ready, work, shared, executor=None, jobs=1, priority=Non
                 task = _next_ready(pending, ready, runner.running)
                 if task is None:
                     break
-                runner.start(task)
+                runner.start(prepare(task) if prepare else task)
             yield runner.next_result()
 
 

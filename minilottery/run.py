@@ -12,13 +12,16 @@ import argparse
 import os
 import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from . import lottery
 from .config import NETS, PRESETS, load_config, make_config
-from .parallel import Terminated, WorkerDied, sigterm_as_interrupt
+from .parallel import (InProcessExecutor, ProcessExecutor, Terminated, WorkerDied,
+                       sigterm_as_interrupt)
+from .pieces import DataSpec
 from .progress import ConsoleReporter, duration
 from .results import table
 from .rundir import RunFileError, RunInUse, RunWriteError
@@ -77,6 +80,10 @@ def build_parser():
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="train independent trainings in this many processes "
                              "(results do not depend on it)")
+    parser.add_argument("--cluster", metavar="ADDRESS", default=None,
+                        help="train on a Dask cluster instead of --jobs processes: its scheduler's "
+                             "address (tcp://host:8786), or local:N for a cluster of N worker "
+                             "processes on this machine (needs pip install -e \".[cluster]\")")
     parser.add_argument("--no-plots", action="store_true", help="do not draw the figures")
     group = parser.add_argument_group("experiment settings (default: the preset's value)")
     group.add_argument("--rounds", type=int, help="pruning rounds after the dense level 0")
@@ -137,19 +144,38 @@ def load_data(args, config, shared_arrays):
                              allocate=allocate)
 
 
+@contextmanager
+def executor_for(args):
+    """Where the trainings run: --cluster's Dask cluster, else --jobs worker processes."""
+    if args.cluster is None:
+        yield InProcessExecutor() if args.jobs == 1 else ProcessExecutor(args.jobs)
+        return
+    from .cluster import DaskExecutor
+    with DaskExecutor(args.cluster) as executor:
+        link = f", dashboard {executor.dashboard_link}" if executor.dashboard_link else ""
+        print(f"cluster {args.cluster}: {executor.size} workers{link}")
+        yield executor
+
+
 def run(args, config, prog):
     """Open (or start) the run, train what is missing, print the table, draw the figures."""
     def notice(line):
         print(f"{prog}: {line}", file=sys.stderr)
 
-    with SharedArrays() as shared_arrays:  # its end unlinks the dataset's shared memory
+    with SharedArrays() as shared_arrays, executor_for(args) as executor:
+        def data_for_workers():
+            # On a cluster each worker loads the data itself; here it goes to shared memory.
+            if not executor.shares_files:
+                return DataSpec.of(config, args.data_dir, download=not args.no_download)
+            return load_data(args, config, shared_arrays)
+
         # A new run loads its data first: a missing dataset must not leave a run directory.
         new = not (args.out / "config.json").exists()
-        data = load_data(args, config, shared_arrays) if new else None
+        data = data_for_workers() if new else None
         with lottery.open_run(config, args.out, notice=notice) as run_dir:
             todo = lottery.pieces_to_do(config, run_dir.root)
             if todo:
-                data = data or load_data(args, config, shared_arrays)
+                data = data or data_for_workers()
                 branches = ["ticket"] + ["reinit"] * (config.reinits > 0) + ["random"] * (config.random_prunes > 0)
                 print(f"{config.net}: {config.rounds + 1} levels x {config.trials} trials, "
                       f"{config.iterations} iterations each; {len(todo)} trainings to do "
@@ -157,7 +183,7 @@ def run(args, config, prog):
                 reporter = ConsoleReporter(len(todo), config.iterations, branches,
                                            levels=config.rounds + 1)
                 try:
-                    lottery.train_pieces(config, run_dir, data, todo, jobs=args.jobs,
+                    lottery.train_pieces(config, run_dir, data, todo, executor=executor,
                                          reporter=reporter, shared_arrays=shared_arrays)
                 finally:
                     reporter.close()
@@ -215,6 +241,8 @@ def main(argv=None):
     except (RunWriteError, WorkerDied) as error:
         return fail(error, 1, resumable=True)
     except (OSError, ValueError) as error:  # a missing or corrupt dataset, a bad run directory
+        return fail(error, 2)
+    except ImportError as error:  # --cluster without the cluster extra
         return fail(error, 2)
     return 0
 

@@ -3,8 +3,8 @@
 With ``--jobs 2`` every worker process needs the whole dataset (CIFAR-10: 737 MB
 of float32). Pickled into each worker, as a process pool's initializer
 arguments are, it would exist once per process, plus transient copies while
-it is pickled and unpickled: a shrunk Conv-6 run with two workers peaked at
-3565 MB over its processes, 2077 MB with what follows (benchmarks/README.md). Instead:
+it is pickled and unpickled. Instead (``benchmarks/run_memory.py`` measures
+what a whole run then uses):
 
 1. the main process loads the dataset straight into shared memory: the
    loaders take an ``allocate`` function, and ``SharedArrays.empty`` makes

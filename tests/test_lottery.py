@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minilottery import lottery, pruning
+from minilottery import lottery, pieces, pruning
 from minilottery.config import make_config
 from minilottery.data import load_mnist
 from minilottery.results import read_summary
@@ -88,8 +88,8 @@ def test_pruned_weights_stay_zero_during_training(tmp_path, small_mnist, monkeyp
         optimizer.step = step_and_check
         return optimizer
 
-    make_optimizer = lottery.make_optimizer
-    monkeypatch.setattr(lottery, "make_optimizer", checking_optimizer)
+    make_optimizer = pieces.make_optimizer
+    monkeypatch.setattr(pieces, "make_optimizer", checking_optimizer)  # where trainings make theirs
     lottery.run_experiment(config, tmp_path, data=small_mnist)
     assert len(checked) == config.iterations * 4  # dense ticket, then ticket + 2 controls
 
@@ -120,7 +120,7 @@ def test_finished_run_resumes_without_training(tmp_path, small_mnist, monkeypatc
     config = tiny_config(rounds=1)
     rows = lottery.run_experiment(config, tmp_path, data=small_mnist)
     assert lottery.pieces_to_do(config, tmp_path) == []
-    monkeypatch.setattr(lottery, "train_piece", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(lottery, "run_training", lambda *a, **k: pytest.fail("trained again"))
     assert lottery.run_experiment(config, tmp_path, data=small_mnist) == rows
 
 

@@ -176,7 +176,7 @@ def test_a_new_run_that_fails_before_it_holds_a_run_leaves_no_directory(tmp_path
 def test_too_little_free_space_is_found_before_training(tmp_path, small_mnist, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=1000))
     trained = []
-    monkeypatch.setattr(lottery, "train_piece", lambda *args, **kw: trained.append(args))
+    monkeypatch.setattr(lottery, "run_training", lambda *args, **kw: trained.append(args))
     with pytest.raises(OSError, match=r"cannot write .*new: the run needs about \d+ MB"):
         lottery.run_experiment(tiny_config(), tmp_path / "new", data=small_mnist)
     assert trained == [] and not (tmp_path / "new").exists()

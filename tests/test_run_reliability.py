@@ -156,17 +156,18 @@ def spawned_workers(pid):
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the workers in /proc")
 def test_a_dead_worker_gives_one_line_and_how_to_resume(tmp_path):
     out = tmp_path / "run"
-    process = start_cli("lenet", *TINY, "--iterations", "2000", "--eval-every", "500", "--out", out,
-                        "--no-plots", "--jobs", "2")
-    wait_for(out / "trial0" / "theta0.npz", process)
+    # Two trials: both workers train a dense ticket for many seconds.
+    process = start_cli("lenet", *TINY, "--iterations", "4000", "--eval-every", "1000",
+                        "--trials", "2", "--out", out, "--no-plots", "--jobs", "2")
+    wait_for(out / "trial1" / "theta0.npz", process)
     deadline = time.monotonic() + 60
-    while not spawned_workers(process.pid):
+    while len(spawned_workers(process.pid)) < 2:
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.05)
-    time.sleep(1.0)  # into the first training
+    time.sleep(5.0)  # started, mapped the data, into their trainings
     os.kill(spawned_workers(process.pid)[0], signal.SIGKILL)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 1, stderr
     line = one_error_line(stderr)
-    assert "was killed by SIGKILL" in line and "Piece(trial=0, level=0" in line
+    assert "was killed by SIGKILL" in line and "level=0, branch='ticket'" in line
     assert f"--out {out} --resume" in stderr
