@@ -1,5 +1,5 @@
 """Toy work functions for tests/test_cluster.py, in a module of their own so that Dask
-workers can import them by name (the tests put this folder on the workers' path).
+workers can import them by name (``worker_path`` puts this folder on the workers' path).
 
 Each has the signature of ``run_tasks``' work: ``work(shared, task, progress)``.
 """
@@ -7,6 +7,14 @@ Each has the signature of ``run_tasks``' work: ``work(shared, task, progress)``.
 import os
 import signal
 import time
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent
+
+
+def worker_path():
+    """PYTHONPATH for workers: this checkout's package and these tasks, wherever the workers run."""
+    return os.pathsep.join([str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")])
 
 
 def square(shared, task, progress):

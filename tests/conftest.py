@@ -78,3 +78,25 @@ def pool_cases(draw):
     h = draw(st.integers(k, k + 6))
     w = draw(st.integers(k, k + 6))
     return n, c, h, w, k, stride
+
+
+@pytest.fixture(scope="session")
+def local_dask(tmp_path_factory):
+    """A DaskExecutor on a LocalCluster of 2 single-threaded workers, for the tests that need one.
+
+    It starts in a few seconds, so the session shares it. Its workers import
+    this checkout and the toy tasks of tests/cluster_tasks.py, keep their
+    checkpoints in a temporary folder, and let a task see one of its workers
+    die, not two. The tests that use it skip when distributed is not installed.
+    """
+    pytest.importorskip("distributed", reason='the cluster extra is not installed: '
+                                              'pip install -e ".[cluster]"')
+    import cluster_tasks
+    from minilottery.cluster import DaskExecutor
+    from minilottery.pieces import CHECKPOINTS_ENV
+
+    with pytest.MonkeyPatch.context() as patch:  # workers, and those restarted later, inherit these
+        patch.setenv("PYTHONPATH", cluster_tasks.worker_path())
+        patch.setenv(CHECKPOINTS_ENV, str(tmp_path_factory.mktemp("worker-checkpoints")))
+        with DaskExecutor("local:2", allowed_failures=1) as executor:
+            yield executor

@@ -1,11 +1,11 @@
 """DaskExecutor: run_tasks on a Dask cluster gives what it gives in this process, and survives
 dead workers.
 
-One LocalCluster of two single-threaded workers serves the module (it takes a
-few seconds to start); one test starts a scheduler and two workers of its own,
-as ``dask scheduler`` and ``dask worker`` commands, each in a folder of its own.
-The work functions are toys (tests/cluster_tasks.py); the real trainings are
-tested in test_lottery_cluster.py.
+One LocalCluster of two single-threaded workers serves the session (it takes a
+few seconds to start: ``local_dask`` in conftest.py). Two tests use a scheduler
+and two workers started as ``dask scheduler`` and ``dask worker`` commands, each
+in a folder of its own. The work functions are toys (tests/cluster_tasks.py);
+the lottery's trainings are tested in test_lottery_cluster.py.
 """
 
 import json
@@ -28,28 +28,19 @@ import pytest
 distributed = pytest.importorskip(
     "distributed", reason='the cluster extra is not installed: pip install -e ".[cluster]"')
 
-import dask  # noqa: E402
 import cluster_tasks  # noqa: E402  (the toy work functions, importable by the workers too)
+import dask  # noqa: E402
 import minilottery.cluster  # noqa: E402
 from minilottery.cluster import DaskExecutor, DaskRunner, TaskLost, _Outcome  # noqa: E402
 from minilottery.parallel import InProcessExecutor, WorkerDied, run_tasks  # noqa: E402
 
-TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def worker_path():
-    """PYTHONPATH for workers: this checkout's package and the toy tasks, wherever they run."""
-    return os.pathsep.join([str(ROOT), str(TESTS), os.environ.get("PYTHONPATH", "")])
-
-
-@pytest.fixture(scope="module")
-def executor():
-    """A LocalCluster of 2 workers; a task may see one of its workers die, not two."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PYTHONPATH", worker_path())  # workers, and those restarted later, inherit it
-        with DaskExecutor("local:2", allowed_failures=1) as executor:
-            yield executor
+@pytest.fixture
+def executor(local_dask):
+    """The session's LocalCluster of 2 workers (conftest.py)."""
+    return local_dask
 
 
 def run(executor, tasks, work, shared, ready=lambda task: True, on_progress=None):
@@ -222,7 +213,7 @@ def separate_workers(tmp_path_factory):
     for folder in folders:
         folder.mkdir()
     scheduler_file = tmp_path / "scheduler.json"
-    env = {**os.environ, "PYTHONPATH": worker_path()}
+    env = {**os.environ, "PYTHONPATH": cluster_tasks.worker_path()}
     commands = [
         ["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
          "--dashboard-address", "127.0.0.1:0"],
@@ -291,7 +282,7 @@ def test_the_tasks_of_a_killed_client_stop_and_free_the_workers(separate_workers
     """The scheduler drops a dead client's futures; its running tasks stop at their next report."""
     address, _ = separate_workers
     client = subprocess.Popen([sys.executable, "-c", CLIENT, address], stdout=subprocess.PIPE,
-                              text=True, env={**os.environ, "PYTHONPATH": worker_path()})
+                              text=True, env={**os.environ, "PYTHONPATH": cluster_tasks.worker_path()})
     try:
         assert {client.stdout.readline().strip() for _ in range(2)} == {"1", "2"}
     finally:
