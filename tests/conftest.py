@@ -92,6 +92,7 @@ def local_dask(tmp_path_factory):
     pytest.importorskip("distributed", reason='the cluster extra is not installed: '
                                               'pip install -e ".[cluster]"')
     import cluster_tasks
+
     from minilottery.cluster import DaskExecutor
     from minilottery.pieces import CHECKPOINTS_ENV
 
