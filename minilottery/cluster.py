@@ -94,36 +94,35 @@ class DaskExecutor:
     each, each restarted by its nanny if it dies; ``allowed_failures`` (for
     ``local:N`` only; a remote scheduler has its own
     ``distributed.scheduler.allowed-failures``, 3 by default) is how many of a
-    task's workers may die before the task is lost. ``local_directory`` is the
-    workers' scratch folder (a temporary one by default).
+    task's workers may die before the task is lost.
 
     ``size``: N for ``local:N`` (a dead worker's nanny restarts it); for a
     remote cluster, the worker threads it has now, at least 1 (tasks wait on
     the scheduler for workers still to come). ``run_tasks`` reads it after
     each result, so a remote cluster that grows (jobs of a batch system
-    starting) is used fully once a task of the smaller one has finished. ``dashboard_link``
-    is the address of the scheduler's dashboard, or None. ``close()`` (or
-    leaving a ``with`` block) disconnects, and stops a cluster it started.
+    starting) is used fully once a task of the smaller one has finished.
+    ``dashboard_link`` is the address of the scheduler's dashboard, or None.
+    ``close()`` (or leaving a ``with`` block) disconnects, and stops a cluster
+    it started.
     """
 
     shares_files = False
 
-    def __init__(self, address, *, allowed_failures=None, local_directory=None):
-        distributed = _distributed()
+    def __init__(self, address, *, allowed_failures=None):
         self.address, self.cluster, self.client = address, None, None
-        self.workers = workers = _local_workers(address)
-        if workers is None:
-            if allowed_failures is not None or local_directory is not None:
-                raise ValueError(f"DaskExecutor({address!r}): allowed_failures and local_directory "
-                                 "apply to local:N only; a remote cluster's scheduler and workers "
-                                 "are configured where they are started")
+        self.local_workers = _local_workers(address)
+        if self.local_workers is None and allowed_failures is not None:
+            raise ValueError(f"DaskExecutor({address!r}): allowed_failures applies to local:N "
+                             "only; a remote cluster's scheduler is configured where it is started")
+        distributed = _distributed()
+        if self.local_workers is None:
             try:
                 self.client = distributed.Client(address, set_as_default=False)
             except (OSError, TimeoutError) as error:
                 raise OSError(f"DaskExecutor: no Dask scheduler answered at {address} "
                               f"({error})") from error
             return
-        self.cluster = _local_cluster(distributed, workers, allowed_failures, local_directory)
+        self.cluster = _local_cluster(distributed, self.local_workers, allowed_failures)
         try:
             self.client = distributed.Client(self.cluster, set_as_default=False)
         except BaseException:
@@ -132,8 +131,8 @@ class DaskExecutor:
 
     @property
     def size(self):
-        if self.workers is not None:
-            return self.workers
+        if self.local_workers is not None:
+            return self.local_workers
         return max(1, sum(self.client.nthreads().values()))
 
     @property
@@ -185,7 +184,7 @@ def _local_workers(address):
                      f"or 'local:N' (N >= 1 worker processes here), got {address!r}")
 
 
-def _local_cluster(distributed, workers, allowed_failures, local_directory):
+def _local_cluster(distributed, workers, allowed_failures):
     """A quiet LocalCluster of ``workers`` single-threaded processes with nannies.
 
     Its scheduler lives in this process, so the settings below apply to it:
@@ -209,7 +208,6 @@ def _local_cluster(distributed, workers, allowed_failures, local_directory):
         return distributed.LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True,
             dashboard_address=":0", silence_logs=logging.CRITICAL,
-            local_directory=None if local_directory is None else str(local_directory),
             env={"NUMBA_NUM_THREADS": threads})
 
 

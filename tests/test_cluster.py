@@ -147,13 +147,21 @@ class StubClient:
 
 
 class StubFuture:
+    """A future that the test finishes, with an outcome or an error."""
+
     def __init__(self, key):
-        self.key = key
+        self.key, self.outcome, self.error = key, None, None
 
     def add_done_callback(self, callback):
-        self.finish = lambda outcome: (setattr(self, "outcome", outcome), callback(self))
+        self.callback = callback
+
+    def finish(self, outcome=None, error=None):
+        self.outcome, self.error = outcome, error
+        self.callback(self)
 
     def result(self):
+        if self.error is not None:
+            raise self.error
         return self.outcome
 
 
@@ -183,6 +191,22 @@ def test_a_result_does_not_wait_long_for_a_report_that_never_comes(monkeypatch):
     assert runner.next_result() == ("task", "result") and time.monotonic() - begin < 2
 
 
+def test_a_task_the_cluster_cancelled_is_lost_by_name():
+    runner = DaskRunner(SimpleNamespace(client=StubClient(), size=1), cluster_tasks.square, None,
+                        lambda *args: None)
+    runner.start("task")
+    (future,) = [future for _, future in runner.tasks.values()]
+    future.finish(error=distributed.CancelledError("the scheduler left"))
+    with pytest.raises(TaskLost, match="lost task 'task': the cluster cancelled it"):
+        runner.next_result()
+
+
+def test_a_large_shared_is_refused_with_its_size():
+    with pytest.raises(ValueError, match=r"`shared` pickles to 33 MiB, above 32 MiB"):
+        DaskRunner(SimpleNamespace(client=StubClient(), size=1), cluster_tasks.square,
+                   bytes(33 * 2**20), lambda *args: None)
+
+
 def free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -193,7 +217,7 @@ def test_bad_addresses_are_named():
     for address in ("local:0", "local:two", "localhost:8786", 8786):
         with pytest.raises(ValueError, match="'tcp://HOST:PORT'.*'local:N'"):
             DaskExecutor(address)
-    with pytest.raises(ValueError, match="apply to local:N only"):
+    with pytest.raises(ValueError, match="applies to local:N only"):
         DaskExecutor("tcp://127.0.0.1:8786", allowed_failures=2)
     address = f"tcp://127.0.0.1:{free_port()}"
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), \
