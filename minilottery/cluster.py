@@ -72,6 +72,13 @@ def _distributed():
     return distributed
 
 
+def _dask():
+    """The ``dask`` module (installed with distributed)."""
+    _distributed()
+    import dask
+    return dask
+
+
 class TaskLost(WorkerDied):
     """A task the cluster could not run: every worker that tried died, or the cluster dropped it.
 
@@ -195,8 +202,6 @@ def _local_cluster(distributed, workers, allowed_failures):
     reports once.
     Numba gets the cores divided among the workers, as with ``--jobs``.
     """
-    import dask
-
     settings = {"distributed.scheduler.worker-saturation": 1.0}
     if allowed_failures is not None:
         if type(allowed_failures) is not int or allowed_failures < 0:
@@ -204,7 +209,7 @@ def _local_cluster(distributed, workers, allowed_failures):
                              f"got {allowed_failures!r}")
         settings["distributed.scheduler.allowed-failures"] = allowed_failures
     threads = str(max(1, (os.cpu_count() or 1) // workers))
-    with dask.config.set(settings):
+    with _dask().config.set(settings):
         return distributed.LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True,
             dashboard_address=":0", silence_logs=logging.CRITICAL,
@@ -298,10 +303,18 @@ class DaskRunner:
         (graph generations, then first in, first out), but a task back in the
         queue after its worker died would wait behind the ones submitted in the
         same 60 ms; with the priority it goes first, as run_tasks meant.
+
+        The task travels inside the graph, with its inputs (a training's
+        weights and mask: megabytes), rather than scattered to a worker
+        beforehand: the scheduler can then rerun it after any worker's death,
+        while scattered data dies with the worker that holds it. So Dask's
+        warning about large graphs does not apply. The key names the task, for
+        the dashboard.
         """
-        key = f"{getattr(self.work, '__name__', 'task')}-{self.started}-{task}-{self.token}"
-        future = self.client.submit(_run_task, self.work, self.shared_pickle, task, self.topic,
-                                    key=key, pure=False, retries=0, priority=-self.started)
+        key = f"{getattr(self.work, '__name__', 'task')}-{self.started}-{str(task)[:100]}-{self.token}"
+        with _dask().config.set({"distributed.admin.large-graph-warning-threshold": "4GiB"}):
+            future = self.client.submit(_run_task, self.work, self.shared_pickle, task, self.topic,
+                                        key=key, pure=False, retries=0, priority=-self.started)
         self.started += 1
         self.tasks[future.key] = (task, future)
         future.add_done_callback(lambda done: self.inbox.put(("done", done.key)))

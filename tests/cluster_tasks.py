@@ -25,6 +25,11 @@ def square(shared, task, progress):
     return task * task + shared["offset"]
 
 
+def total(shared, task, progress):
+    """The sum of the array ``task``, as an int."""
+    return int(task.sum())
+
+
 def fail_if_bad(shared, task, progress):
     """Raise ValueError for the task "bad"; sleep a few seconds for the others."""
     if task == "bad":

@@ -19,11 +19,13 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
 import cluster_tasks  # the toy work functions, importable by the workers too
+import numpy as np
 import pytest
 
 import minilottery.cluster
@@ -85,6 +87,16 @@ def test_a_tasks_exception_reaches_the_caller_with_the_workers_traceback(executo
     frames = traceback.extract_tb(raised.value.__traceback__)
     assert any(frame.name == "fail_if_bad" and frame.filename.endswith("cluster_tasks.py")
                for frame in frames), "".join(traceback.format_exception(raised.value))
+
+
+def test_a_task_with_megabytes_of_inputs_runs_without_a_warning(executor):
+    """A Conv-6 training carries about 18 MB of weights and masks: by design, not by mistake."""
+    weights = np.ones(3 * 2**20, np.float32)  # 12 MiB, above Dask's 10 MB large-graph warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        done = list(run_tasks([weights], ready=lambda task: True, work=cluster_tasks.total,
+                              shared=None, executor=executor))
+    assert [result for _, result in done] == [weights.size]
 
 
 def test_leaving_the_runner_stops_the_tasks_it_started(executor):
