@@ -18,9 +18,9 @@ Three things the cluster does for us, and how:
   the client subscribes to (``Client.subscribe_topic``). It is the channel
   distributed itself uses to forward workers' ``print`` calls: the messages
   ride the worker's and the client's existing connections to the scheduler,
-  in order, with no second connection, no polling and no experimental API
-  (Pub/Sub). Each finished task says how many reports it sent, so its
-  result is returned only after all of them (or a few seconds' wait).
+  with no second connection, no polling and no experimental API (Pub/Sub).
+  Each finished task says how many reports it sent, so its result is
+  returned only after all of them (or a few seconds' wait).
 - **Faults.** A worker whose process dies mid-task (killed, preempted, out of
   memory) is restarted by its nanny, and the scheduler runs the task again
   elsewhere: trainings are deterministic, so the rerun gives the same
