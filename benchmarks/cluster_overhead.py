@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -62,14 +63,22 @@ def overheads():
 
 
 def quick_runs():
+    """Time the quick LeNet run both ways; check that both write the same summary.csv."""
+    times, summaries = {}, {}
     for flags in (["--jobs", "2"], ["--cluster", "local:2"]):
+        name = " ".join(flags)
         with tempfile.TemporaryDirectory() as folder:
             started = time.perf_counter()
             subprocess.run([sys.executable, "-m", "minilottery.run", "lenet", "--no-plots",
                             "--out", f"{folder}/run", *flags], check=True,
                            stdout=subprocess.DEVNULL)
-            print(f"python -m minilottery.run lenet {' '.join(flags)}: "
-                  f"{time.perf_counter() - started:.0f} s")
+            times[name] = time.perf_counter() - started
+            summaries[name] = Path(folder, "run", "summary.csv").read_bytes()
+        print(f"python -m minilottery.run lenet {name}: {times[name]:.0f} s")
+    trainings = len(summaries["--jobs 2"].splitlines()) - 1
+    extra = times["--cluster local:2"] - times["--jobs 2"]
+    print(f"difference: {extra:+.0f} s over {trainings} trainings ({extra / trainings:+.2f} s each); "
+          f"summary.csv {'identical' if len(set(summaries.values())) == 1 else 'DIFFERS'}")
 
 
 def main():
