@@ -80,11 +80,12 @@ def pool_cases(draw):
     return n, c, h, w, k, stride
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_dask(tmp_path_factory):
     """A DaskExecutor on a LocalCluster of 2 single-threaded workers, for the tests that need one.
 
-    It starts in a few seconds, so the session shares it. Its workers import
+    It starts in a few seconds, so a test module shares it; it ends with the
+    module, so that no later test sees its processes or its threads. Its workers import
     this checkout and the toy tasks of tests/cluster_tasks.py, keep their
     checkpoints in a temporary folder, and let a task see one of its workers
     die, not two. The tests that use it skip when distributed is not installed.
