@@ -40,7 +40,7 @@ import numpy as np
 
 from . import pruning
 from .config import load_config
-from .parallel import InProcessExecutor, ProcessExecutor, run_tasks
+from .parallel import ProcessExecutor, run_tasks
 from .pieces import (DATA_ORDER_STREAM, INIT_STREAM, RANDOM_MASK_STREAM, REINIT_STREAM,  # noqa: F401
                      DataSpec, Training, build_model, derive_seed, make_optimizer, run_training)
 from .results import summary_csv, summary_rows
@@ -118,7 +118,7 @@ def run_experiment(config, run_dir, *, data=None, data_dir=None, executor=None, 
     arrays from shared memory (``shared_arrays``: the SharedArrays that loaded
     ``data``, if any, see ``load_data``; else they are copied there).
     """
-    executor = executor or (InProcessExecutor() if jobs <= 1 else ProcessExecutor(jobs))
+    executor = executor or ProcessExecutor(jobs)
     with open_run(config, run_dir, notice=notice) as run:
         todo = pieces_to_do(config, run.root)
         if todo:
@@ -184,7 +184,7 @@ def train_pieces(config, run, data, todo, *, executor=None, jobs=1, reporter=Non
     are written; after each level, summary.csv is rewritten and
     ``reporter.level_done`` called.
     """
-    executor = executor or (InProcessExecutor() if jobs <= 1 else ProcessExecutor(jobs))
+    executor = executor or ProcessExecutor(jobs)
     reporter = reporter or Reporter()
     record_data(run, getattr(data, "provenance", None))
     reported = 0  # levels are reported in order, each once all its trainings are done

@@ -46,7 +46,7 @@ def run_tasks(tasks, *, ready, work, shared, executor=None, jobs=1, priority=Non
     """Yield ``(task, work(shared, task, progress))`` for every task, as each finishes.
 
     ``executor`` says where the tasks run (see "Executors" below); without
-    one, ``jobs`` picks ``InProcessExecutor()`` (1) or ``ProcessExecutor(jobs)``.
+    one, ``ProcessExecutor(jobs)`` (which runs a lone job in this process).
     ``ready(task)`` tells whether a task's inputs exist; it is asked again
     after every finished task. ``prepare(task)``, if given, turns a ready task
     into what is sent to ``work`` (its inputs read, say); that is then the
@@ -57,7 +57,7 @@ def run_tasks(tasks, *, ready, work, shared, executor=None, jobs=1, priority=Non
     Worker processes unlink the segments' names as soon as every worker has
     mapped them (``SharedArrays.unlink``).
     """
-    executor = executor or (InProcessExecutor() if jobs <= 1 else ProcessExecutor(jobs))
+    executor = executor or ProcessExecutor(jobs)
     pending = sorted(tasks, key=priority) if priority else list(tasks)
     report = on_progress or (lambda *args: None)
     with executor.runner(work, shared, report, tasks=len(pending),

@@ -19,8 +19,7 @@ import numpy as np
 
 from . import lottery
 from .config import NETS, PRESETS, load_config, make_config
-from .parallel import (InProcessExecutor, ProcessExecutor, Terminated, WorkerDied,
-                       sigterm_as_interrupt)
+from .parallel import ProcessExecutor, Terminated, WorkerDied, sigterm_as_interrupt
 from .pieces import DataSpec
 from .progress import ConsoleReporter, duration
 from .results import table
@@ -148,7 +147,7 @@ def load_data(args, config, shared_arrays):
 def executor_for(args):
     """Where the trainings run: --cluster's Dask cluster, else --jobs worker processes."""
     if args.cluster is None:
-        yield InProcessExecutor() if args.jobs == 1 else ProcessExecutor(args.jobs)
+        yield ProcessExecutor(args.jobs)  # one job runs in this process
         return
     from .cluster import DaskExecutor
     with DaskExecutor(args.cluster) as executor:

@@ -227,10 +227,6 @@ def check_writable(directory, needed_bytes):
                                           f"only {free / 1e6:,.0f} MB are free", str(directory))
 
 
-# realpath of a locked run directory -> [its lock file's descriptor, nesting depth]
-_held_locks = {}
-
-
 class RunDir:
     """Paths of one run directory (see the module docstring for the layout)."""
 
@@ -285,19 +281,12 @@ class RunDir:
 
     @contextmanager
     def locked(self):
-        """Hold the run's exclusive lock for the ``with`` block (re-entrant in one process).
+        """Hold the run's exclusive lock for the ``with`` block.
 
-        Creates the directory if need be. Raises ``RunInUse`` at once if another
-        process holds it. The kernel drops the lock when this process ends.
+        Creates the directory if need be. Raises ``RunInUse`` at once if anyone
+        holds it (this process too, through another ``locked()``). The kernel
+        drops the lock when this process ends.
         """
-        key = os.path.realpath(self.root)
-        if key in _held_locks:
-            _held_locks[key][1] += 1
-            try:
-                yield self
-            finally:
-                _held_locks[key][1] -= 1
-            return
         if fcntl is None:
             raise RuntimeError("locking a run directory needs a POSIX system (fcntl)")
         try:
@@ -313,11 +302,9 @@ class RunDir:
             raise RunInUse(f"{self.root} is in use by process {holder}") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-        _held_locks[key] = [fd, 1]
         try:
             yield self
         finally:
-            del _held_locks[key]
             os.close(fd)  # releases the lock; the file stays, empty of meaning
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from minilottery import init, models
 from minilottery.gradcheck import as_float64, numerical_gradient, rel_error
-from minilottery.layers import Conv2d, Dense, Dropout, Flatten, MaxPool2d, ReLU
+from minilottery.layers import Conv2d, Dense, Flatten, MaxPool2d, ReLU
 from minilottery.losses import softmax_cross_entropy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,7 +7,6 @@ model protocol (described in minilottery.models' docstring) that the optimizers
 use: model.layers; each layer has .name and params / grads / masks dicts.
 """
 
-import math
 import re
 
 import numpy as np
