@@ -200,7 +200,8 @@ def _local_cluster(distributed, workers, allowed_failures):
     takes any free port. Logs: critical only, for every failure reaches the
     caller as an exception (a task's own, or TaskLost), which the caller
     reports once.
-    Numba gets the cores divided among the workers, as with ``--jobs``.
+    Each worker's trainings get the cores divided among the workers
+    ($MINILOTTERY_THREADS, see ``parallel.worker_threads``).
     """
     settings = {"distributed.scheduler.worker-saturation": 1.0}
     if allowed_failures is not None:
@@ -213,7 +214,8 @@ def _local_cluster(distributed, workers, allowed_failures):
         return distributed.LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True,
             dashboard_address=":0", silence_logs=logging.CRITICAL,
-            env={"NUMBA_NUM_THREADS": threads})
+            env={"NUMBA_NUM_THREADS": threads, "MINILOTTERY_THREADS": threads,
+                 "OPENBLAS_NUM_THREADS": "1"})
 
 
 @dataclass

@@ -30,7 +30,7 @@ same reason (with a runtime stride the compiler cannot vectorize).
 
 Parallelism: the convolution kernels (im2col, col2im and the two moves) are
 serial and release the GIL (``nogil=True``): Conv2d runs them on small groups
-of images, several groups at once in threads of its own (``threads.run_lanes``).
+of images, several groups at once on threads of its own (``threads.parallel_pieces``).
 The max-pool kernels are parallel: their outer loop runs over the N*C (example,
 channel) planes with ``prange``, and every iteration writes only its own plane, so
 there are no races. With ``NUMBA_DISABLE_JIT=1`` the same code runs as plain

@@ -38,7 +38,8 @@ import math
 
 import numpy as np
 
-from . import kernels, threads
+from . import kernels, threads, winograd
+from .winograd import tiles as winograd_tiles
 
 
 def real_array(value, what):
@@ -121,6 +122,33 @@ class Layer:
         return f"{type(self).__name__}(name={self.name!r}{', ' + shapes if shapes else ''})"
 
 
+def matmul(a, b, out=None):
+    """a @ b for 2-D arrays on the threads of ``threads.parallel_pieces``: the columns of
+    the result are cut into 1, 2, 4 or 8 pieces, by the shapes alone (about
+    ``PIECE_WORK`` multiply-adds each, at least 64 columns), one product each. So the
+    result does not depend on the thread count."""
+    if out is None:
+        out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    columns = out.shape[1]
+    pieces = 1
+    while (pieces < 8 and columns // (2 * pieces) >= 64
+           and a.shape[0] * a.shape[1] * columns // (2 * pieces) >= PIECE_WORK):
+        pieces *= 2
+    if pieces == 1:
+        return np.matmul(a, b, out=out)
+    bounds = [columns * p // pieces for p in range(pieces + 1)]
+
+    def work(piece, worker):
+        lo, hi = bounds[piece], bounds[piece + 1]
+        np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
+
+    threads.parallel_pieces(pieces, work)
+    return out
+
+
+PIECE_WORK = 2_000_000
+
+
 class Dense(Layer):
     """Fully connected layer: y = x @ W + b, W (in, out), b (out,).
 
@@ -140,7 +168,7 @@ class Dense(Layer):
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise self._bad_shape("input", f"(N, {self.in_features})", x.shape)
         x = x.astype(W.dtype, copy=False)
-        y = x @ W
+        y = matmul(x, W)
         y += b
         self._saved = x if training else None
         return y
@@ -149,10 +177,10 @@ class Dense(Layer):
         x = self._take_saved()
         W = self.params["W"]
         dout = self._check_dout(dout, (x.shape[0], self.out_features)).astype(W.dtype, copy=False)
-        np.matmul(x.T, dout, out=self.grads["W"])
+        matmul(x.T, dout, out=self.grads["W"])
         self.grads["W"] *= self.masks["W"]
         np.sum(dout, axis=0, out=self.grads["b"])
-        return dout @ W.T if input_grad else None
+        return matmul(dout, W.T) if input_grad else None
 
 
 class Conv2d(Layer):
@@ -161,35 +189,47 @@ class Conv2d(Layer):
     out[n, o, oh, ow] = b[o] + sum_{c,i,j} W[o, c, i, j] * x[n, c, oh*s - p + i, ow*s - p + j]
     with zeros outside the image. W (out, in, k, k), b (out,).
 
-    How: im2col unfolds every k x k patch of a group of images x_g into a column of
-    cols_g (C*k*k, G*OH*OW); then the group's convolution is one GEMM,
+    Two algorithms compute it (``algorithm``):
 
-        out_cn = Wm @ cols_g      with Wm = W.reshape(O, C*k*k),  out_cn (O, G*OH*OW)
+    * ``"im2col"``, for any kernel, stride and padding. im2col unfolds every k x k
+      patch of a group of images x_g into a column of cols_g (C*k*k, G*OH*OW); then
+      the group's convolution is one GEMM, out_cn = Wm @ cols_g with
+      Wm = W.reshape(O, C*k*k), and one pass moves out_cn (O, G*OH*OW) into NCHW
+      while adding the bias. Backward, with dout_cn = the group's dout in that order:
 
-    and one pass moves out_cn into NCHW order while adding the bias. Backward, with
-    dout_cn = the group's dout moved to the same (O, G*OH*OW) order:
+          dW    = sum over groups of dout_cn @ cols_g^T     (then times the mask)
+          db[o] = sum over groups of row o of dout_cn
+          dcols = Wm^T @ dout_cn,  dx_g = col2im(dcols)     (overlapping patches add up)
 
-        dW    = sum over groups of dout_cn @ cols_g^T     (then times the mask)
-        db[o] = sum over groups of row o of dout_cn
-        dcols = Wm^T @ dout_cn,  dx_g = col2im(dcols)     (overlapping patches add up)
+    * ``"winograd"``, for the 3x3 "same" layers (stride 1, padding 1) of every net
+      in the paper: Winograd's F(2x2, 3x3) (``minilottery.winograd``, whose
+      docstring derives it), 2.25x fewer multiplications in the forward pass, dW
+      and dx. It agrees with im2col to float32 round-off, not bit for bit.
 
-    Why groups: cols has C*k*k rows per output pixel, nine times the input for a 3x3
-    kernel (141 MB for a batch of 60 64-channel 32x32 images). Built for the whole
-    batch it lives in main memory, and writing it, reading it back for the GEMM and
-    again for col2im cost more time than the products. A group holds just enough
-    images for cols_g to stay in the core's cache (about ``group_bytes``), so those
-    passes run at cache speed, and backward recomputes cols_g from x instead of
-    keeping it. Groups are split over lanes (``threads.run_lanes``), one core each,
-    each with its own buffers and its own partial sums of dW and db, added in lane
-    order at the end: the result depends on the number of lanes (= the BLAS thread
-    count, 1 in training) the way BLAS results depend on its thread count.
+    ``"auto"`` (the default) takes Winograd where it applies and the layer has at
+    least ``winograd_min_channels`` input channels (with 3, an RGB image, the
+    products are too thin to gain), else im2col.
+
+    Groups and pieces. Either way the batch is cut into groups of images whose
+    scratch arrays (cols, or Winograd's V and M) fit in about ``group_bytes``, so
+    that writing them and reading them back run at cache speed; backward recomputes
+    them from x instead of keeping them. The groups are cut into at most
+    ``max_pieces`` pieces of consecutive groups, which run on the threads of
+    ``threads.parallel_pieces``, each thread with its own scratch arrays. A piece sums
+    dW and db over its groups in order, and the pieces' sums are added in piece order.
+    Groups and pieces depend on the shapes only, never on the thread count, so the
+    result is the same bit for bit on any number of threads.
     In inference (training=False) nothing is saved, so memory does not grow with the
     batch beyond its output.
     """
 
     group_bytes = 1 << 20
+    max_pieces = 8
+    winograd_min_channels = 8
+    ALGORITHMS = ("auto", "im2col", "winograd")
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *, name=None):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *,
+                 algorithm="auto", name=None):
         super().__init__(name=name)
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
@@ -199,9 +239,33 @@ class Conv2d(Layer):
         if self.kernel_size < 1 or self.stride < 1 or self.padding < 0:
             raise ValueError(f"{self.describe()}: need kernel_size >= 1, stride >= 1, padding >= 0; "
                              f"got {kernel_size}, {stride}, {padding}")
+        self.algorithm = algorithm
         k = self.kernel_size
         self._add_param("W", (self.out_channels, self.in_channels, k, k), prunable=True)
         self._add_param("b", (self.out_channels,), prunable=False)
+
+    @property
+    def algorithm(self):
+        return self._algorithm
+
+    @algorithm.setter
+    def algorithm(self, value):
+        if value not in self.ALGORITHMS:
+            raise ValueError(f"{self.describe()}: algorithm must be one of {self.ALGORITHMS}, got {value!r}")
+        if value == "winograd" and not self.winograd_applies():
+            raise ValueError(f"{self.describe()}: Winograd F(2x2, 3x3) needs kernel_size 3, stride 1 "
+                             f"and padding 1; this layer has {self.kernel_size}, {self.stride}, "
+                             f"{self.padding}")
+        self._algorithm = value
+
+    def winograd_applies(self):
+        return (self.kernel_size, self.stride, self.padding) == (3, 1, 1)
+
+    def uses_winograd(self):
+        """True when forward and backward run Winograd's algorithm (see ``algorithm``)."""
+        if self.algorithm == "auto":
+            return self.winograd_applies() and self.in_channels >= self.winograd_min_channels
+        return self.algorithm == "winograd"
 
     def output_shape(self, input_shape):
         n, _, h, w = input_shape
@@ -218,26 +282,49 @@ class Conv2d(Layer):
                 "input", f"(N, {self.in_channels}, H, W) with H, W >= {k - 2 * p}", x.shape)
         return np.ascontiguousarray(x, dtype=self.params["W"].dtype)
 
-    def _in_groups(self, x_shape, work):
-        """Split the batch into groups of images and the groups over lanes; call
-        ``work(lane, groups)`` for each lane with its (start, stop) image ranges."""
-        n = x_shape[0]
+    def _scratch_per_image(self, x_shape, winograd):
+        """Bytes of scratch one image needs: cols, or the larger of V and M."""
         _, _, oh, ow = self.output_shape(x_shape)
-        image_bytes = self.in_channels * self.kernel_size ** 2 * oh * ow * self.params["W"].itemsize
-        size = max(1, self.group_bytes // image_bytes)
-        groups = [(start, min(n, start + size)) for start in range(0, n, size)]
-        lanes = max(1, min(threads.blas_thread_count(), len(groups)))
-        threads.run_lanes(lambda lane: work(lane, groups[lane * len(groups) // lanes:
-                                                         (lane + 1) * len(groups) // lanes]), lanes)
-        return lanes
+        itemsize = self.params["W"].itemsize
+        if winograd:
+            th, tw = winograd_tiles(oh, ow)
+            return 16 * max(self.in_channels, self.out_channels) * th * tw * itemsize
+        return self.in_channels * self.kernel_size ** 2 * oh * ow * itemsize
 
-    def _cols(self, lane, x_group):
-        """im2col of a group into this lane's buffer: (C*k*k, G*OH*OW)."""
+    def _pieces(self, x_shape, winograd):
+        """The batch cut into groups of images, the groups into pieces: a list, per
+        piece, of its (start, stop) image ranges. Fixed by the shapes alone."""
+        n = x_shape[0]
+        size = max(1, self.group_bytes // self._scratch_per_image(x_shape, winograd))
+        groups = [(start, min(n, start + size)) for start in range(0, n, size)]
+        count = min(len(groups), self.max_pieces)
+        return [groups[p * len(groups) // count:(p + 1) * len(groups) // count] for p in range(count)]
+
+    def _cols(self, worker, x_group):
+        """im2col of a group into this worker's buffer: (C*k*k, G*OH*OW)."""
         _, _, oh, ow = self.output_shape(x_group.shape)
         ckk = self.in_channels * self.kernel_size ** 2
-        cols = self._buffer(f"cols{lane}", (ckk, len(x_group) * oh * ow), x_group.dtype)
+        cols = self._buffer(f"cols{worker}", (ckk, len(x_group) * oh * ow), x_group.dtype)
         kernels.im2col(x_group, self.kernel_size, self.stride, self.padding, cols)
         return cols
+
+    def _winograd_rows(self, purpose, channels, n_tiles, dtype):
+        """A (16, >= channels * n_tiles) scratch array for Winograd's V or M, and the same
+        memory as (16, channels, n_tiles) for the matrix products. Its rows lie 64 bytes
+        more than a multiple of 4 KiB apart: 16 streams exactly 4 KiB apart would compete
+        for the same cache sets (and did: the transforms ran 2x slower)."""
+        size = channels * n_tiles
+        rows = self._buffer(purpose, (16, size + (-size) % 1024 + 16), dtype)  # C-contiguous:
+        return rows, rows[:, :size].reshape(16, channels, n_tiles)  # the kernels' loops need it
+
+    def _winograd_V(self, worker, x_group):
+        """Winograd's input transform of a group into this worker's buffer, as
+        ``_winograd_rows`` returns it."""
+        th, tw = winograd_tiles(*x_group.shape[2:])
+        rows, V = self._winograd_rows(f"V{worker}", self.in_channels, len(x_group) * th * tw,
+                                      x_group.dtype)
+        winograd.input_transform(x_group, rows)
+        return rows, V
 
     def forward(self, x, training=True, relu=False):
         """The convolution; with ``relu=True``, max(convolution, 0) in the same pass (what
@@ -245,66 +332,103 @@ class Conv2d(Layer):
         x = self._check_input(x)
         W, b = self.params["W"], self.params["b"]
         n, o, oh, ow = self.output_shape(x.shape)
-        Wm = W.reshape(o, -1)
-        out = np.empty((n, o, oh * ow), dtype=W.dtype)
+        use_winograd = self.uses_winograd()
+        out = np.empty((n, o, oh, ow), dtype=W.dtype)
+        pieces = self._pieces(x.shape, use_winograd)
+        if use_winograd:
+            U = np.empty((16, o, self.in_channels), dtype=W.dtype)
+            winograd.filter_transform(W, U)
 
-        def lane_work(lane, groups):
-            for start, stop in groups:
-                cols = self._cols(lane, x[start:stop])
-                out_cn = self._buffer(f"cn{lane}", (o, cols.shape[1]), W.dtype)
-                np.matmul(Wm, cols, out=out_cn)
-                # (O, G, OH*OW) -> (G, O, OH*OW), adding b[o] (and the ReLU) on the way
-                kernels.cn_to_nchw(out_cn, b, relu, out[start:stop])
+            def work(piece, worker):
+                for start, stop in pieces[piece]:
+                    _, V = self._winograd_V(worker, x[start:stop])
+                    M_rows, M = self._winograd_rows(f"M{worker}", o, V.shape[2], W.dtype)
+                    np.matmul(U, V, out=M)
+                    winograd.output_transform(M_rows, b, relu, out[start:stop])
+        else:
+            U = None
+            Wm = W.reshape(o, -1)
+            flat_out = out.reshape(n, o, oh * ow)
 
-        self._in_groups(x.shape, lane_work)
-        self._saved = (x, out if relu else None) if training else None
-        return out.reshape(n, o, oh, ow)
+            def work(piece, worker):
+                for start, stop in pieces[piece]:
+                    cols = self._cols(worker, x[start:stop])
+                    out_cn = self._buffer(f"cn{worker}", (o, cols.shape[1]), W.dtype)
+                    np.matmul(Wm, cols, out=out_cn)
+                    # (O, G, OH*OW) -> (G, O, OH*OW), adding b[o] (and the ReLU) on the way
+                    kernels.cn_to_nchw(out_cn, b, relu, flat_out[start:stop])
+
+        threads.parallel_pieces(len(pieces), work)
+        self._saved = (x, out if relu else None, U) if training else None
+        return out
 
     def backward(self, dout, input_grad=True):
-        x, relu_out = self._take_saved()
+        x, relu_out, U = self._take_saved()
         W = self.params["W"]
         n, o, oh, ow = self.output_shape(x.shape)
-        Wm = W.reshape(o, -1)
         dout = np.ascontiguousarray(self._check_dout(dout, (n, o, oh, ow)), dtype=W.dtype)
-        dout = dout.reshape(n, o, oh * ow)
         relu = relu_out is not None            # then dout is dL/d(ReLU output)
+        y = relu_out if relu else dout         # what the ReLU mask is read from
         dx = np.empty(x.shape, dtype=W.dtype) if input_grad else None
-        if n == 0:                             # sums over no images (and no lanes to run)
+        if n == 0:                             # sums over no images (and no pieces to run)
             self._zero_grads()
             self._saved = None
             return dx
-        partial_dW = {}                        # lane -> its sum over its groups
-        partial_db = {}
+        pieces = self._pieces(x.shape, U is not None)
+        partial_shape = U.shape if U is not None else (o, W[0].size)
+        partial_W = [self._buffer(f"dW_piece{p}", partial_shape, W.dtype) for p in range(len(pieces))]
+        partial_b = [self._buffer(f"db_piece{p}", (o,), W.dtype) for p in range(len(pieces))]
 
-        def lane_work(lane, groups):
-            dW = self._buffer(f"dW{lane}", Wm.shape, W.dtype)
-            db = self._buffer(f"db{lane}", (o,), W.dtype)
-            for index, (start, stop) in enumerate(groups):
-                cols = self._cols(lane, x[start:stop])
-                dout_cn = self._buffer(f"cn{lane}", (o, cols.shape[1]), W.dtype)
-                kernels.nchw_to_cn(dout[start:stop], relu_out[start:stop] if relu else dout[start:stop],
-                                   relu, dout_cn)
+        def winograd_work(piece, worker):
+            dU, db = partial_W[piece], partial_b[piece]
+            db[...] = 0
+            for index, (start, stop) in enumerate(pieces[piece]):
+                V_rows, V = self._winograd_V(worker, x[start:stop])
+                dM_rows, dM = self._winograd_rows(f"M{worker}", o, V.shape[2], W.dtype)
+                winograd.output_transform_adjoint(dout[start:stop], y[start:stop], relu, dM_rows, db)
+                _accumulate(dM, V.transpose(0, 2, 1), dU, index == 0,
+                            self._buffer(f"dU_group{worker}", dU.shape, W.dtype))
+                if input_grad:
+                    np.matmul(U.transpose(0, 2, 1), dM, out=V)    # dV, where V was
+                    winograd.input_transform_adjoint(V_rows, dx[start:stop])
+
+        def im2col_work(piece, worker):
+            dW, db = partial_W[piece], partial_b[piece]
+            flat_dout, flat_y = dout.reshape(n, o, -1), y.reshape(n, o, -1)
+            for index, (start, stop) in enumerate(pieces[piece]):
+                cols = self._cols(worker, x[start:stop])
+                dout_cn = self._buffer(f"cn{worker}", (o, cols.shape[1]), W.dtype)
+                kernels.nchw_to_cn(flat_dout[start:stop], flat_y[start:stop], relu, dout_cn)
+                _accumulate(dout_cn, cols.T, dW, index == 0,
+                            self._buffer(f"dW_group{worker}", dW.shape, W.dtype))
                 if index == 0:
-                    np.matmul(dout_cn, cols.T, out=dW)
                     np.sum(dout_cn, axis=1, out=db)
                 else:
-                    dW += np.matmul(dout_cn, cols.T, out=self._buffer(f"dW_group{lane}", Wm.shape, W.dtype))
                     db += np.sum(dout_cn, axis=1)
                 if input_grad:
-                    dcols = np.matmul(Wm.T, dout_cn, out=cols)    # cols is not needed any more
+                    dcols = np.matmul(W.reshape(o, -1).T, dout_cn, out=cols)  # cols: not needed
                     kernels.col2im(dcols, self.kernel_size, self.stride, self.padding, dx[start:stop])
-            partial_dW[lane], partial_db[lane] = dW, db
 
-        lanes = self._in_groups(x.shape, lane_work)
-        grad_W = self.grads["W"].reshape(Wm.shape)
-        np.copyto(grad_W, partial_dW[0])
-        np.copyto(self.grads["b"], partial_db[0])
-        for lane in range(1, lanes):
-            grad_W += partial_dW[lane]
-            self.grads["b"] += partial_db[lane]
+        threads.parallel_pieces(len(pieces), winograd_work if U is not None else im2col_work)
+        for piece in range(1, len(pieces)):    # in piece order, whoever computed them
+            partial_W[0] += partial_W[piece]
+            partial_b[0] += partial_b[piece]
+        if U is not None:
+            winograd.filter_transform_adjoint(partial_W[0], self.grads["W"])
+        else:
+            np.copyto(self.grads["W"].reshape(partial_shape), partial_W[0])
+        np.copyto(self.grads["b"], partial_b[0])
         self.grads["W"] *= self.masks["W"]
         self._saved = None
         return dx
+
+
+def _accumulate(a, b, total, first, scratch):
+    """total = a @ b (``first``) or total += a @ b, the product written into ``scratch``."""
+    if first:
+        np.matmul(a, b, out=total)
+    else:
+        total += np.matmul(a, b, out=scratch)
 
 
 class MaxPool2d(Layer):

@@ -39,6 +39,7 @@ import traceback
 from contextlib import contextmanager, nullcontext
 
 from .shared import SharedArrays
+from .threads import available_cores
 
 
 def run_tasks(tasks, *, ready, work, shared, executor=None, jobs=1, priority=None,
@@ -219,7 +220,7 @@ class WorkerPool:
         self.size, self.report, self.workers = size, report, []
         context = multiprocessing.get_context("spawn")
         try:
-            with _threads_per_worker(max(1, (os.cpu_count() or 1) // size)), _sigint_ignored():
+            with _threads_per_worker(), _sigint_ignored():
                 for _ in range(size):
                     self.workers.append(_Worker(context, work))
             for worker in self.workers:
@@ -239,6 +240,7 @@ class WorkerPool:
         worker = next(worker for worker in self.workers if worker.task is None)
         worker.task = task
         worker.send_bytes(pickle.dumps(task))
+        self._share_cores()
 
     def next_result(self):
         while True:
@@ -247,7 +249,15 @@ class WorkerPool:
                 self.report(*value)
             else:  # "done"
                 task, worker.task = worker.task, None
+                self._share_cores()
                 return task, value
+
+    def _share_cores(self):
+        """Tell every busy worker its share of the cores: all of them divided by the
+        tasks running now. A lone task (the ticket chain's, say) gets every core."""
+        busy = [worker for worker in self.workers if worker.task is not None]
+        for worker in busy:
+            worker.set_threads(max(1, available_cores() // len(busy)))
 
     def _receive(self):
         """Wait for the next message of any worker: ``(worker, kind, value)``.
@@ -282,6 +292,7 @@ class WorkerPool:
                 worker.process.kill()
                 worker.process.join()
             worker.conn.close()
+            worker.cores.close()
             worker.process.close()
 
     def __enter__(self):
@@ -296,11 +307,23 @@ class _Worker:
 
     def __init__(self, context, work):
         self.conn, child_end = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(child_end, work), daemon=True)
+        cores_end, self.cores = context.Pipe(duplex=False)   # thread counts, down only
+        self.process = context.Process(target=_worker_main, args=(child_end, work, cores_end),
+                                       daemon=True)
         self.process.start()
         child_end.close()  # the worker holds the only copy now: its death closes the pipe
+        cores_end.close()
         self.ready = False
         self.task = None
+        self.threads = None
+
+    def set_threads(self, count):
+        if count != self.threads:
+            self.threads = count
+            try:
+                self.cores.send(count)
+            except OSError:
+                pass  # it has died; the task pipe reports that
 
     def send_bytes(self, message):
         try:
@@ -328,10 +351,15 @@ class _Worker:
             pass  # already gone
 
 
-def _worker_main(conn, work):
-    """A worker's life: map ``shared``, say so, then run each task that comes, until None comes."""
+def _worker_main(conn, work, cores):
+    """A worker's life: map ``shared``, say so, then run each task that comes, until None comes.
+
+    Meanwhile a thread listens on ``cores`` for the share of the cores that the
+    main process gives this worker's training (``worker_threads``).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # see _sigint_ignored
     threading.Thread(target=_exit_with_parent, daemon=True).start()
+    threading.Thread(target=_listen_for_cores, args=(cores,), daemon=True).start()
     try:
         shared = pickle.loads(conn.recv_bytes())
         conn.send(("ready", None))
@@ -340,6 +368,32 @@ def _worker_main(conn, work):
                                      lambda *args: conn.send(("progress", args))))
     except (EOFError, ConnectionError):
         pass  # the main process is gone, and _exit_with_parent is about to end this one
+
+
+_cores_given = None   # in a worker: the thread count the main process gave it last
+
+
+#: Elsewhere (a Dask worker, say), the threads a training uses, if set; else every core.
+THREADS_ENV = "MINILOTTERY_THREADS"
+
+
+def worker_threads():
+    """The threads a training should use now: in a worker process of ours, its share of
+    the cores (which changes as other trainings start and end); elsewhere
+    $MINILOTTERY_THREADS if set, else None (every core)."""
+    if _cores_given is not None:
+        return _cores_given
+    setting = os.environ.get(THREADS_ENV)
+    return int(setting) if setting and setting.isdigit() and int(setting) > 0 else None
+
+
+def _listen_for_cores(cores):
+    global _cores_given
+    try:
+        while True:
+            _cores_given = cores.recv()
+    except (EOFError, OSError):
+        pass
 
 
 def _outcome(work, shared, task, progress):
@@ -393,11 +447,14 @@ def _sigint_ignored():
 
 
 @contextmanager
-def _threads_per_worker(threads):
-    """Thread counts that spawned workers start with (BLAS, OpenMP, Numba)."""
-    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update({name: str(threads) for name in names})
+def _threads_per_worker():
+    """The thread settings that spawned workers start with: BLAS and OpenMP at 1 thread
+    (a training's parallelism is minilottery's own, ``worker_threads``), Numba's pool
+    as large as the machine."""
+    settings = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                "NUMBA_NUM_THREADS": str(available_cores())}
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
     try:
         yield
     finally:

@@ -35,6 +35,7 @@ from . import pruning
 from .data import load_cifar10, load_mnist
 from .models import BUILDERS
 from .optim import SGD, Adam
+from .parallel import worker_threads
 from .rundir import Piece
 from .train import HISTORY_COLUMNS, train
 
@@ -150,7 +151,7 @@ def run_training(shared, training, progress):
                    seed=data_seed, eval_every=config.eval_every,
                    eval_batch_size=config.eval_batch_size,
                    snapshot_at=config.rewind_iteration if saves_rewind else None,
-                   on_eval=on_eval, checkpoint=checkpoint)
+                   on_eval=on_eval, checkpoint=checkpoint, threads=worker_threads)
     metrics = {
         "trial": piece.trial, "level": piece.level, "branch": piece.branch,
         "replicate": piece.replicate,

@@ -1,48 +1,51 @@
-"""Threads: how minilottery shares the cores between OpenBLAS and Numba.
+"""Threads: how minilottery uses the cores, and why its numbers do not depend on how many.
 
-Two thread pools do the work: OpenBLAS runs NumPy's matrix products, Numba
-runs our kernels. Two facts shape how we use them:
+A training runs on ``threads`` cores (``train(..., threads=N)``, every core by
+default) and gives the same numbers, bit for bit, for any N. Two facts shape
+how:
 
-* **Contention.** Numba's default OpenMP layer and OpenBLAS both keep their
-  threads spinning for a while after each call; interleaved on two cores they
-  fight, and a LeNet step became 7x slower in our measurements. Numba's own
-  ``workqueue`` layer does not spin, so we select it (unless the user chose a
-  layer with ``NUMBA_THREADING_LAYER``). This must happen before the first
-  parallel kernel runs, hence at import of the package.
-  OpenBLAS's own threads spin too: after each product they wait about 2^28
-  cycles (a tenth of a second) for the next one, so with 2 BLAS threads every
-  Numba kernel that follows a matrix product (im2col, col2im, the moves to
-  NCHW) shared the cores with two spinning threads and took twice as long
-  (a Conv-4 step: 430 -> 375 ms without it). ``OPENBLAS_THREAD_TIMEOUT=14``
-  (2^14 cycles, a few microseconds) makes them sleep almost at once. OpenBLAS
-  reads it when NumPy loads it, so it is set here, at the import of the
-  package, and it only takes effect when minilottery is imported before
-  NumPy (as ``python -m minilottery.run`` does; scripts: import minilottery
-  first). A value the user set wins. With 1 BLAS thread (training) nothing spins.
-* **Reproducibility.** OpenBLAS splits a float32 product differently over one
-  or two threads, and the sums then differ in their last bits. Our kernels do
-  not (they never split a sum across threads). So a seeded training is
-  reproducible bit for bit only at a fixed BLAS thread count: ``train``
-  always runs with ``blas_threads(1)``, in every process, whatever
-  ``--jobs`` is, and the lottery gets its parallelism from running
-  trainings side by side.
-* **Lanes.** A convolution works on small groups of images (so that its im2col
-  matrix stays in cache) and splits the groups over as many threads as BLAS
-  has, each running its products with one BLAS thread (``run_lanes``). Like
-  BLAS, it then sums dW in a different order: the lane count is the BLAS
-  thread count, so the rule above covers it.
+* **Sums depend on how work is split.** float32 addition is not associative,
+  so a sum split differently over threads rounds differently. OpenBLAS splits
+  a matrix product by its own thread count, so with 1 or 2 BLAS threads the
+  same product differs in its last bits. So inside ``use_threads`` every
+  matrix product runs on ONE BLAS thread, and the parallelism is ours: a layer
+  cuts its work into pieces whose boundaries depend on the shapes alone (groups
+  of images for a convolution, blocks of columns for a dense product), runs the
+  pieces on the threads of ``parallel_pieces``, each with one BLAS thread, and
+  adds the pieces' partial sums (a convolution's dW and db) in piece order,
+  whichever thread computed them. The thread count only decides who computes
+  which piece, so it can even change during a training (``set_threads``), as
+  the lottery's worker processes share the cores among the trainings running
+  at the moment (``minilottery.parallel``).
+* **Spinning threads.** OpenBLAS's and Numba's thread pools keep their threads
+  spinning for a while after each call, and interleaved on two cores they
+  fought (a LeNet step became 7x slower in our measurements). Numba's own
+  ``workqueue`` layer does not spin, so it is selected here, at the import of
+  the package (unless ``NUMBA_THREADING_LAYER`` is set). OpenBLAS's threads
+  are never woken inside ``use_threads`` (one BLAS thread); elsewhere
+  ``OPENBLAS_THREAD_TIMEOUT=14`` (a few microseconds, instead of about a tenth
+  of a second) makes them sleep at once, but only if minilottery is imported
+  before NumPy, because OpenBLAS reads it when NumPy loads it. Training and
+  evaluation do not depend on that order: a notebook that imports NumPy first
+  trains as fast.
+
+Outside ``use_threads`` (a layer called directly in a notebook), pieces run one
+after the other and each product uses OpenBLAS's own threads: fast, but then the
+last bits may depend on OpenBLAS's thread count.
 
 ``blas_threads`` works with the OpenBLAS that NumPy's wheels bundle. With
-another BLAS it does nothing (``blas_thread_control()`` says so), and
-results may then depend on the BLAS's own thread count.
+another BLAS it does nothing (``blas_thread_control()`` says so), and results
+may then depend on the BLAS's own thread count.
 """
 
 from __future__ import annotations
 
 import ctypes
 import glob
+import operator
 import os
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -109,36 +112,139 @@ def blas_thread_count():
     return _OPENBLAS[0]() if _OPENBLAS is not None else 1
 
 
-_lane_pool = None            # (threads in it, the pool), kept from one call to the next
+def available_cores():
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:                      # macOS, Windows
+        return max(1, os.cpu_count() or 1)
 
 
-def run_lanes(work, lanes):
-    """Call ``work(lane)`` for lane = 0 .. lanes-1 at the same time, one thread per lane.
+def check_threads(threads, what="threads"):
+    """``threads`` as a positive int; None means every available core."""
+    if threads is None:
+        return available_cores()
+    try:
+        count = None if isinstance(threads, bool) else operator.index(threads)
+    except TypeError:
+        count = None
+    if count is None or count < 1:
+        raise ValueError(f"{what} must be a positive integer (or None: every core), got {threads!r}")
+    return count
 
-    The calling thread runs lane 0; a small pool of threads, kept for the next call,
-    runs the others. While the lanes run, BLAS uses one thread, so ``lanes`` is the
-    number of busy cores (no lane's matrix product wakes further BLAS threads).
-    The lanes' NumPy products and ``nogil`` Numba kernels release the GIL, so the
-    lanes really run in parallel. An exception raised in a lane is re-raised here,
-    after every lane has finished.
+
+_state = threading.local()      # .threads: the count use_threads set in this thread; .inside: in a piece
+
+
+def thread_count():
+    """How many threads ``parallel_pieces`` uses here: what ``use_threads`` set, else 1."""
+    return getattr(_state, "threads", 1)
+
+
+@contextmanager
+def use_threads(threads):
+    """Run the body with ``threads`` threads (None: every core) for minilottery's pieces
+    of work, and BLAS at 1 thread.
+
+    Inside, every matrix product runs on one BLAS thread and the parallelism is
+    ours (``parallel_pieces``); Numba's parallel loops (the optimizers') get the
+    same count. Results do not depend on ``threads``: see the module docstring.
+    ``set_threads`` changes the count inside the body.
     """
-    global _lane_pool
-    if lanes <= 1:
-        work(0)
-        return
-    from concurrent.futures import ThreadPoolExecutor
+    count = check_threads(threads)
+    previous = getattr(_state, "threads", None)
+    numba_previous = _set_numba_threads(count)
+    _state.threads = count
+    try:
+        with blas_threads(1):
+            yield count
+    finally:
+        if previous is None:
+            del _state.threads
+        else:
+            _state.threads = previous
+        _set_numba_threads(numba_previous)
 
-    if _lane_pool is None or _lane_pool[0] < lanes - 1:
-        if _lane_pool is not None:
-            _lane_pool[1].shutdown(wait=False)   # its idle threads end; a bigger pool replaces it
-        _lane_pool = (lanes - 1, ThreadPoolExecutor(lanes - 1, thread_name_prefix="minilottery-lane"))
-    pool = _lane_pool[1]
-    with blas_threads(1):
-        others = [pool.submit(work, lane) for lane in range(1, lanes)]
+
+def set_threads(threads):
+    """Change the thread count of the enclosing ``use_threads`` (None: every core)."""
+    count = check_threads(threads)
+    if count != thread_count():
+        _state.threads = count
+        _set_numba_threads(count)
+
+
+def _set_numba_threads(count):
+    """Set Numba's thread count for this thread (capped at its pool size); return the old one."""
+    numba = sys.modules.get("numba")
+    if numba is None:
+        return None
+    previous = numba.get_num_threads()
+    if count is not None:
+        numba.set_num_threads(max(1, min(count, numba.config.NUMBA_NUM_THREADS)))
+    return previous
+
+
+class _Pool:
+    """Threads kept from one call of ``parallel_pieces`` to the next (they sleep in between)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.executor = None
+        self.size = 0
+
+    def submit(self, count, function):
+        with self.lock:
+            if self.size < count:
+                from concurrent.futures import ThreadPoolExecutor
+                if self.executor is not None:
+                    self.executor.shutdown(wait=False)
+                self.executor = ThreadPoolExecutor(count, thread_name_prefix="minilottery")
+                self.size = count
+            return [self.executor.submit(function, worker) for worker in range(1, count + 1)]
+
+
+_pool = _Pool()
+
+
+def parallel_pieces(count, work):
+    """Call ``work(piece, worker)`` for every piece in ``range(count)``, on up to
+    ``thread_count()`` threads; ``worker`` (0 .. threads-1) names the thread, so that
+    each thread can keep scratch buffers of its own.
+
+    Which thread runs which piece is decided at run time, so a piece must not depend
+    on that: pieces write disjoint outputs, or partial sums that the caller adds in
+    piece order. Then the result is the same, bit for bit, for any thread count.
+    The calling thread works too (as worker 0). A piece's exception is raised here,
+    after every thread has stopped. Called from inside a piece, it runs serially.
+    """
+    threads = min(thread_count(), count)
+    if threads <= 1 or getattr(_state, "inside", False):
+        for piece in range(count):
+            work(piece, 0)
+        return
+    pieces = iter(range(count))
+    lock = threading.Lock()
+    failed = []
+
+    def loop(worker):
+        _state.inside = True
         try:
-            work(0)
+            while not failed:
+                with lock:
+                    piece = next(pieces, None)
+                if piece is None:
+                    return
+                work(piece, worker)
+        except BaseException as error:       # noqa: B902 (re-raised by the caller)
+            failed.append(error)
         finally:
-            for future in others:
-                future.exception()          # wait for it; its error is raised below
+            _state.inside = False
+
+    with blas_threads(1):
+        others = _pool.submit(threads - 1, lambda worker: loop(worker))
+        loop(0)
         for future in others:
             future.result()
+    if failed:
+        raise failed[0]

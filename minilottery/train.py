@@ -29,7 +29,7 @@ from .data import minibatches
 from .layers import Dropout
 from .losses import softmax_cross_entropy
 from .rundir import RunFileError, load_arrays, save_arrays, set_aside
-from .threads import blas_threads
+from .threads import set_threads, use_threads
 
 HISTORY_COLUMNS = (
     "iteration",
@@ -39,12 +39,18 @@ HISTORY_COLUMNS = (
 )
 
 
-def evaluate(model, x, y, batch_size=500):
-    """Mean loss and accuracy of ``model`` on ``(x, y)``, in chunks.
+def evaluate(model, x, y, batch_size=500, threads=None):
+    """Mean loss and accuracy of ``model`` on ``(x, y)``, in chunks, forward only.
 
     Memory is that of one chunk, whatever ``len(x)``: the chunk is the only
     activation batch alive at a time. Dropout is off (``training=False``).
+    ``threads`` (None: every core) as in ``train``; the result does not depend on it.
     """
+    with use_threads(threads):
+        return _evaluate(model, x, y, batch_size)
+
+
+def _evaluate(model, x, y, batch_size):
     if len(x) != len(y):
         raise ValueError(f"evaluate: {len(x)} inputs but {len(y)} labels")
     if len(x) == 0:
@@ -142,7 +148,7 @@ class TrainResult:
 
 def train(model, optimizer, data, *, iterations, batch_size, seed, eval_every=100,
           eval_batch_size=500, snapshot_at=None, on_eval=None, checkpoint=None,
-          checkpoint_seconds=60.0):
+          checkpoint_seconds=60.0, threads=None):
     """Train ``model`` for exactly ``iterations`` minibatches of ``batch_size``.
 
     ``data`` has ``x_train, y_train, x_val, y_val, x_test, y_test``. The
@@ -161,18 +167,25 @@ def train(model, optimizer, data, *, iterations, batch_size, seed, eval_every=10
     damaged or not of this training (``read_checkpoint``) is set aside as
     ``checkpoint.npz.corrupt`` with a RuntimeWarning, and training starts over.
 
-    Training runs with one BLAS thread, whoever calls it: the float32 sums of
-    a matrix product depend on OpenBLAS's thread count (see
-    ``minilottery.threads``), and a seeded run must give the same numbers in
-    a notebook, on the command line and in a worker process.
+    ``threads``: how many cores to train on, None (the default) for every core
+    this process may use; or a function called before every step that returns
+    the count, for a count that changes while training (the lottery's worker
+    processes share the cores among the trainings running at the moment). The
+    numbers do not depend on it, bit for bit: every layer cuts its work into
+    pieces fixed by the shapes alone, runs each on one BLAS thread, and adds
+    partial sums in piece order (``minilottery.threads``). A seeded run gives
+    the same numbers in a notebook, on the command line and in a worker
+    process, on 1 core or on 16.
     """
-    with blas_threads(1):
+    thread_count = threads if callable(threads) else (lambda: threads)
+    with use_threads(thread_count()):
         return _train(model, optimizer, data, iterations, batch_size, seed, eval_every,
-                      eval_batch_size, snapshot_at, on_eval, checkpoint, checkpoint_seconds)
+                      eval_batch_size, snapshot_at, on_eval, checkpoint, checkpoint_seconds,
+                      thread_count)
 
 
 def _train(model, optimizer, data, iterations, batch_size, seed, eval_every, eval_batch_size,
-           snapshot_at, on_eval, checkpoint, checkpoint_seconds):
+           snapshot_at, on_eval, checkpoint, checkpoint_seconds, thread_count):
     if iterations <= 0 or batch_size <= 0 or eval_every <= 0:
         raise ValueError(
             f"train: iterations ({iterations}), batch_size ({batch_size}) and "
@@ -201,6 +214,7 @@ def _train(model, optimizer, data, iterations, batch_size, seed, eval_every, eva
     for iteration in range(done + 1, iterations + 1):
         if iteration - 1 == snapshot_at:
             snapshot = {name: p.copy() for name, p in model.named_params().items()}
+        set_threads(thread_count())
         index = next(batches)
         xb, yb = data.x_train[index], data.y_train[index]
         logits = model.forward(xb, training=True)
@@ -212,8 +226,8 @@ def _train(model, optimizer, data, iterations, batch_size, seed, eval_every, eva
         correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
         seen += len(index)
         if iteration % eval_every == 0 or iteration == iterations:
-            val_loss, val_acc = evaluate(model, data.x_val, data.y_val, eval_batch_size)
-            test_loss, test_acc = evaluate(model, data.x_test, data.y_test, eval_batch_size)
+            val_loss, val_acc = _evaluate(model, data.x_val, data.y_val, eval_batch_size)
+            test_loss, test_acc = _evaluate(model, data.x_test, data.y_test, eval_batch_size)
             history.append(iteration=iteration,
                            train_loss=loss_sum / seen, train_acc=correct / seen,
                            val_loss=val_loss, val_acc=val_acc,

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from conftest import conv_cases, pool_cases, seeds
 from minilottery import kernels, reference
 from minilottery.layers import Conv2d, MaxPool2d, ReLU
-from minilottery.threads import blas_threads
+from minilottery.threads import use_threads
 
 FAST = settings(deadline=None, max_examples=25)
 
@@ -90,15 +90,15 @@ def _conv_layer(case, rng, dtype=np.float32):
 
 
 @FAST
-@given(case=conv_cases(), seed=seeds, one_image_groups=st.booleans(), lanes=st.sampled_from([1, 2]))
-def test_conv2d_layer_equals_reference(case, seed, one_image_groups, lanes):
+@given(case=conv_cases(), seed=seeds, one_image_groups=st.booleans(), threads=st.sampled_from([1, 2]))
+def test_conv2d_layer_equals_reference(case, seed, one_image_groups, threads):
     """Whatever the grouping of the batch (one image per group, or all in one) and the
-    number of lanes (= BLAS threads) the groups are split over."""
+    number of threads the pieces run on."""
     rng = np.random.default_rng(seed)
     layer, x = _conv_layer(case, rng)
     if one_image_groups:
         layer.group_bytes = 1
-    with blas_threads(lanes):
+    with use_threads(threads):
         y = layer.forward(x)
         dout = rng.standard_normal(y.shape).astype(np.float32)
         dx = layer.backward(dout)

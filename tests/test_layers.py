@@ -1,7 +1,5 @@
 """Layers: finite-difference gradient checks, masks, shapes and errors, dtypes, dropout."""
 
-import threading
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -10,7 +8,7 @@ from hypothesis import strategies as st
 from conftest import conv_cases, pool_cases, seeds
 from minilottery.gradcheck import check_layer, numerical_gradient, rel_error
 from minilottery.layers import Conv2d, Dense, Dropout, Flatten, MaxPool2d, ReLU
-from minilottery.threads import blas_threads, run_lanes
+from minilottery.threads import use_threads
 
 FAST = settings(deadline=None, max_examples=15)
 TOL = 1e-7   # float64 central differences; linear layers come out near 1e-10
@@ -217,56 +215,50 @@ def test_invalid_hyperparameters():
             Dropout(p)
 
 
-def test_conv_groups_and_lanes_are_deterministic():
-    """The same batch gives the same bits every time, for each grouping and lane count;
-    groupings and lane counts agree to float32 rounding (the sums are split differently)."""
+def test_conv_groups_and_threads_are_deterministic():
+    """The same batch gives the same bits every time, for each grouping and on any number
+    of threads; groupings agree to float32 rounding (their sums are split differently)."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((7, 2, 6, 6)).astype(np.float32)
     dout = rng.standard_normal((7, 3, 3, 3)).astype(np.float32)
     results = {}
     image_bytes = 2 * 3 * 3 * (3 * 3) * 4     # one image's cols: C*k*k rows x OH*OW columns, float32
     for group_bytes in (1, 2 * image_bytes, Conv2d.group_bytes):   # 1, 2 and all 7 images per group
-        for lanes in (1, 2):
-            for repeat in range(2):
-                layer = _random_params(Conv2d(2, 3, 3, stride=2, padding=1), np.random.default_rng(0))
-                layer.group_bytes = group_bytes
-                with blas_threads(lanes):
-                    y = layer.forward(x, training=True)
-                    y_inference = layer.forward(x, training=False)
-                    layer.forward(x, training=True)
-                    dx = layer.backward(dout)
-                got = [y, y_inference, dx, layer.grads["W"].copy(), layer.grads["b"].copy()]
-                if repeat:
-                    for a, b in zip(got, results[group_bytes, lanes]):
-                        np.testing.assert_array_equal(a, b)
-                results[group_bytes, lanes] = got
+        for threads in (1, 2, 3):
+            layer = _random_params(Conv2d(2, 3, 3, stride=2, padding=1), np.random.default_rng(0))
+            layer.group_bytes = group_bytes
+            with use_threads(threads):
+                y = layer.forward(x, training=True)
+                y_inference = layer.forward(x, training=False)
+                layer.forward(x, training=True)
+                dx = layer.backward(dout)
+            got = [y, y_inference, dx, layer.grads["W"].copy(), layer.grads["b"].copy()]
+            if threads > 1:
+                for a, b in zip(got, results[group_bytes, 1]):
+                    np.testing.assert_array_equal(a, b)
+            results[group_bytes, threads] = got
     first = results[1, 1]
     for got in results.values():
         for a, b in zip(got, first):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_run_lanes_runs_every_lane_at_once_and_reraises():
-    started = []
-    both_running = threading.Barrier(2, timeout=10)   # breaks unless the lanes overlap
-
-    def work(lane):
-        started.append(lane)
-        both_running.wait()
-
-    run_lanes(work, 2)
-    assert sorted(started) == [0, 1]
-    started.clear()
-    both_running = threading.Barrier(3, timeout=10)   # more lanes than the pool had
-    run_lanes(work, 3)
-    assert sorted(started) == [0, 1, 2]
-
-    def fails_in_lane_1(lane):
-        if lane == 1:
-            raise ArithmeticError("lane 1")
-
-    with pytest.raises(ArithmeticError, match="lane 1"):
-        run_lanes(fails_in_lane_1, 2)
+def test_dense_products_do_not_depend_on_the_thread_count():
+    """Large enough to be cut into pieces; the same bits on 1, 2 and 3 threads."""
+    rng = np.random.default_rng(8)
+    layer = _random_params(Dense(700, 300), rng, mask_fraction=0.5)
+    x = rng.standard_normal((60, 700)).astype(np.float32)
+    dout = rng.standard_normal((60, 300)).astype(np.float32)
+    runs = []
+    for threads in (1, 2, 3):
+        with use_threads(threads):
+            y = layer.forward(x)
+            dx = layer.backward(dout)
+        runs.append((y, dx, layer.grads["W"].copy()))
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(runs[0][0], x @ layer.params["W"] + layer.params["b"], rtol=1e-5, atol=1e-4)
 
 
 def test_outputs_are_fresh_arrays():
