@@ -348,3 +348,39 @@ def test_resume_with_the_stored_settings_is_accepted(run_copy):
                      "--iterations", "20", "--fc-rate", "0.5")
     assert result.returncode == 0, result.stderr
     assert "nothing to train" in result.stdout
+
+
+# ---------------------------------------------------------------- the conv quick presets
+
+@pytest.mark.parametrize("net, most", [("conv2", 0.10), ("conv4", 0.15), ("conv6", 0.15),
+                                       ("conv2-dropout", 0.10), ("conv4-dropout", 0.15),
+                                       ("conv6-dropout", 0.15)])
+def test_the_conv_quick_presets_reach_the_papers_sparsest_tickets(net, most):
+    """The last round keeps at most 10% (Conv-2) or 15% (Conv-4/6) of the weights,
+    counted through the lottery's own rate map and the exact per-round rule."""
+    from minilottery.lottery import pruning_rates
+    from minilottery.pieces import build_model
+    from minilottery.pruning import kept_after_rounds
+
+    config = make_config(net)
+    model = build_model(config, seed=0)
+    sizes = {f"{layer.name}.{key}": layer.params[key].size
+             for layer in model.layers for key in layer.masks}
+    rates = pruning_rates(config, model)
+    assert set(rates) == set(sizes)
+    kept = sum(kept_after_rounds(sizes[name], rate, config.rounds) for name, rate in rates.items())
+    assert most / 3 < kept / sum(sizes.values()) <= most   # and not far sparser than needed
+
+
+@pytest.mark.parametrize("net", ["conv2", "conv4", "conv6"])
+def test_conv_and_output_layers_keep_what_the_papers_keep_at_the_same_fc_sparsity(net):
+    """After the quick preset's rounds, each group of layers keeps (to the rounding of
+    its rate) what it keeps in the paper's schedule once the paper's fc layers are
+    as sparse: the quick preset takes the paper's path in a few big steps."""
+    quick, paper = make_config(net), make_config(net, "paper")
+    fc_kept = (1 - quick.fc_rate) ** quick.rounds
+    paper_rounds = math.log(fc_kept) / math.log(1 - paper.fc_rate)
+    for group in ("conv_rate", "output_rate"):
+        quick_kept = (1 - getattr(quick, group)) ** quick.rounds
+        paper_kept = (1 - getattr(paper, group)) ** paper_rounds
+        assert quick_kept == pytest.approx(paper_kept, rel=0.05), group

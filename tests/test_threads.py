@@ -137,3 +137,20 @@ def test_worker_threads_outside_a_pool(monkeypatch):
     monkeypatch.setenv(parallel.THREADS_ENV, "many")
     assert parallel.worker_threads() is None
 
+
+
+def test_a_conv2_lottery_writes_the_same_summary_with_jobs_1_and_2(tmp_path):
+    """A short Conv-2 lottery (Winograd layers, threads shared among the workers as
+    trainings start and end) writes byte-identical summary.csv files serially and on
+    two worker processes."""
+    from minilottery.config import make_config
+    from minilottery.lottery import run_experiment
+    from minilottery.rundir import RunDir
+
+    data = _data((3, 32, 32), np.random.default_rng(2), n=300)
+    config = make_config("conv2", iterations=4, eval_every=2, eval_batch_size=20, rounds=1,
+                         trials=1, reinits=1, random_prunes=0)
+    for jobs in (1, 2):
+        run_experiment(config, tmp_path / f"jobs{jobs}", data=data, jobs=jobs)
+    summaries = [RunDir(tmp_path / f"jobs{jobs}").summary.read_bytes() for jobs in (1, 2)]
+    assert summaries[0] == summaries[1] and summaries[0].count(b"\n") == 1 + 3
