@@ -356,7 +356,7 @@ def _rate_on_paper_path(fc_rate, paper_fc_rate, paper_rate):
 
 _CONV_QUICK = {   # net: (iterations, eval_every, learning rate or None for the paper's, fc rate)
     "conv2": (3_000, 250, 4e-4, 0.55),
-    "conv4": (3_000, 500, 4e-4, 0.52),
+    "conv4": (3_000, 500, 8e-4, 0.52),
     "conv6": (2_000, 400, None, 0.58),
 }
 for _name, (_iterations, _eval_every, _lr, _fc_rate) in _CONV_QUICK.items():
