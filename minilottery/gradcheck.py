@@ -29,6 +29,8 @@ import copy
 
 import numpy as np
 
+from .protocol import walk
+
 
 def rel_error(a, b):
     """max |a - b| / max(1e-8, max(|a| + |b|)), over all entries."""
@@ -62,13 +64,15 @@ def numerical_gradient(f, x, h=1e-5):
 
 
 def as_float64(layer):
-    """A deep copy of `layer` whose params, grads and masks are float64 (scratch buffers dropped)."""
+    """A deep copy of `layer` (and of every layer inside it) whose params, grads and masks
+    are float64 (scratch buffers dropped)."""
     twin = copy.deepcopy(layer)
-    for store in (twin.params, twin.grads, twin.masks):
-        for key in store:
-            store[key] = store[key].astype(np.float64)
-    twin._buffers = {}
-    twin._saved = None
+    for _, inner in walk(twin):
+        for store in (inner.params, inner.grads, inner.masks):
+            for key in store:
+                store[key] = store[key].astype(np.float64)
+        inner._buffers = {}
+        inner._saved = None
     return twin
 
 
@@ -81,14 +85,17 @@ def check_layer(layer, x, dout=None, h=1e-5, seed=0):
     The analytic grad of a masked param is compared with the numerical one times the
     mask (pruned weights must get exactly 0).
 
-    Returns {"x": rel_error of dx, key: rel_error of grads[key] for every param}.
+    A container (a Sequential, a residual block) is checked whole: every param inside it.
+    Returns {"x": rel_error of dx, name: rel_error of its grad for every param}, named
+    as named_params() names them ("W"; "conv1.W" inside a container).
     """
     twin = as_float64(layer)
     x = np.array(x, dtype=np.float64)           # our own copy, perturbed in place below
 
     def forward():
-        if hasattr(twin, "reseed"):
-            twin.reseed(seed)
+        for _, inner in walk(twin):
+            if hasattr(inner, "reseed"):
+                inner.reseed(seed)
         return twin.forward(x, training=True)
 
     y = forward()
@@ -96,16 +103,17 @@ def check_layer(layer, x, dout=None, h=1e-5, seed=0):
         dout = np.random.default_rng(seed).standard_normal(y.shape)
     dout = np.asarray(dout, dtype=np.float64)
     dx = twin.backward(dout)
-    analytic = {key: g.copy() for key, g in twin.grads.items()}
+    analytic = {key: g.copy() for key, g in twin.named_grads().items()}
+    masks = twin.named_masks()
 
     def loss():
         return np.sum(forward() * dout)
 
     errors = {"x": rel_error(dx, numerical_gradient(loss, x, h))}
-    for key, param in twin.params.items():
+    for key, param in twin.named_params().items():
         numeric = numerical_gradient(loss, param, h)
-        if key in twin.masks:
-            numeric = numeric * twin.masks[key]
+        if key in masks:
+            numeric = numeric * masks[key]
         errors[key] = rel_error(analytic[key], numeric)
     return errors
 

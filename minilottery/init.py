@@ -5,6 +5,9 @@ roughly the same size from layer to layer:
 
     W ~ N(0, 2 / (fan_in + fan_out)),   biases = 0.
 
+Each layer declares how its params start (``layer.inits``): "glorot" for weights,
+"zeros" for biases and BatchNorm's shift, "ones" for BatchNorm's scale.
+
 For a Dense W (in, out): fan_in = in, fan_out = out. For a Conv2d W (out, in, k, k):
 fan_in = in*k*k, fan_out = out*k*k (each output pixel sees in*k*k inputs; each
 input pixel feeds out*k*k outputs), as in TensorFlow and PyTorch.
@@ -17,6 +20,8 @@ draw from the plain Gaussian N(0, 2/(fan_in + fan_out)).
 """
 
 import numpy as np
+
+from .protocol import parameters
 
 
 def fans(shape):
@@ -41,17 +46,22 @@ def glorot_normal(shape, fan_in, fan_out, rng):
 
 
 def initialize(model, seed):
-    """Draw every weight W with glorot_normal from np.random.default_rng(seed), in layer
-    order, and set every bias to 0. Masked-out weights stay 0 (W *= mask after the draw;
-    the draw itself does not depend on the mask). Works in place; returns the model."""
+    """Draw every parameter as its layer declares it (``layer.inits``): "glorot" with
+    glorot_normal from np.random.default_rng(seed), "zeros" (biases, BatchNorm's shift),
+    "ones" (BatchNorm's scale). The walk is minilottery.protocol's, depth first in
+    forward order, so a flat net draws its weights layer by layer. Masked-out weights
+    stay 0 (W *= mask after the draw; the draw itself does not depend on the mask).
+    Works in place; returns the model."""
     rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        for key, value in layer.params.items():
-            if key == "W":
-                fan_in, fan_out = fans(value.shape)
-                value[...] = glorot_normal(value.shape, fan_in, fan_out, rng)
-                if key in layer.masks:
-                    value *= layer.masks[key]
-            else:
-                value[...] = 0
+    for name, layer, key in parameters(model):
+        value, how = layer.params[key], layer.inits[key]
+        if how == "glorot":
+            fan_in, fan_out = fans(value.shape)
+            value[...] = glorot_normal(value.shape, fan_in, fan_out, rng)
+        elif how in ("zeros", "ones"):
+            value[...] = 0 if how == "zeros" else 1
+        else:
+            raise ValueError(f"initialize: {name} declares the unknown initialiser {how!r}")
+        if key in layer.masks:
+            value *= layer.masks[key]
     return model

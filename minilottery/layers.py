@@ -1,12 +1,8 @@
 """Layers: each one a forward pass and the hand-written backward pass that undoes it.
 
-Every layer has
+Every layer has params, grads, masks and inits (``minilottery.protocol`` describes
+them and the containers that nest layers), and
 
-    params  dict of arrays, e.g. {"W": ..., "b": ...}; {} for layers without weights
-    grads   dict with the same keys and shapes; backward() OVERWRITES it (in place,
-            so references held by an optimizer stay valid)
-    masks   dict for the prunable params only ({"W": ...}), float32, 1 = kept,
-            0 = pruned. Biases are never prunable.
     forward(x, training=True) -> y
     backward(dout) -> dx        where dout = dL/dy and dx = dL/dx
 
@@ -39,87 +35,8 @@ import math
 import numpy as np
 
 from . import kernels, threads, winograd
+from .protocol import Layer, real_array  # noqa: F401  (real_array: part of this module's API)
 from .winograd import tiles as winograd_tiles
-
-
-def real_array(value, what):
-    """`value` as an ndarray of real numbers (bool, integer or float), the values a
-    float32 parameter or mask can take. TypeError naming `what` for anything else:
-    strings, objects, complex numbers, ragged nested lists."""
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError) as error:            # e.g. ragged nested lists
-        raise TypeError(f"{what}: expected an array of real numbers, got {error}") from None
-    if array.dtype.kind not in "biuf":
-        raise TypeError(f"{what}: expected an array of real numbers, got dtype {array.dtype}")
-    return array
-
-
-class Layer:
-    """Base class: bookkeeping for names, params/grads/masks, shape checks, buffers."""
-
-    def __init__(self, *, name=None):
-        self.name = name
-        self.params = {}
-        self.grads = {}
-        self.masks = {}
-        self._saved = None       # what forward(training=True) keeps for backward
-        self._buffers = {}       # reusable scratch arrays, by purpose
-
-    def forward(self, x, training=True):
-        raise NotImplementedError
-
-    def backward(self, dout):
-        raise NotImplementedError
-
-    def __call__(self, x, training=True):
-        return self.forward(x, training)
-
-    # -- helpers shared by the layers ---------------------------------------------
-
-    def _add_param(self, key, shape, prunable):
-        """Create a zero-filled float32 param, its grad, and (if prunable) an all-ones mask."""
-        self.params[key] = np.zeros(shape, dtype=np.float32)
-        self.grads[key] = np.zeros(shape, dtype=np.float32)
-        if prunable:
-            self.masks[key] = np.ones(shape, dtype=np.float32)
-
-    def describe(self):
-        """How errors name this layer, e.g. "Conv2d 'conv1'"."""
-        cls = type(self).__name__
-        return f"{cls} {self.name!r}" if self.name else cls
-
-    def _bad_shape(self, what, expected, actual):
-        return ValueError(f"{self.describe()}: expected {what} of shape {expected}, got {tuple(actual)}")
-
-    def _check_dout(self, dout, expected_shape):
-        dout = np.asarray(dout)
-        if dout.shape != tuple(expected_shape):
-            raise self._bad_shape("dout", tuple(expected_shape), dout.shape)
-        return dout
-
-    def _zero_grads(self):
-        """What backward leaves on an empty batch: every gradient is a sum over no examples."""
-        for grad in self.grads.values():
-            grad[...] = 0
-
-    def _take_saved(self):
-        if self._saved is None:
-            raise RuntimeError(f"{self.describe()}: backward() needs a preceding forward(x, training=True)")
-        return self._saved
-
-    def _buffer(self, purpose, shape, dtype):
-        """A scratch array of at least this size, reused while it is large enough."""
-        size = int(np.prod(shape))
-        buf = self._buffers.get(purpose)
-        if buf is None or buf.size < size or buf.dtype != dtype:
-            buf = np.empty(size, dtype=dtype)
-            self._buffers[purpose] = buf
-        return buf[:size].reshape(shape)
-
-    def __repr__(self):
-        shapes = ", ".join(f"{k}={v.shape}" for k, v in self.params.items())
-        return f"{type(self).__name__}(name={self.name!r}{', ' + shapes if shapes else ''})"
 
 
 def matmul(a, b, out=None):
@@ -159,8 +76,8 @@ class Dense(Layer):
         super().__init__(name=name)
         self.in_features = int(in_features)
         self.out_features = int(out_features)
-        self._add_param("W", (self.in_features, self.out_features), prunable=True)
-        self._add_param("b", (self.out_features,), prunable=False)
+        self._add_param("W", (self.in_features, self.out_features), prunable=True, init="glorot")
+        self._add_param("b", (self.out_features,), prunable=False, init="zeros")
 
     def forward(self, x, training=True):
         W, b = self.params["W"], self.params["b"]
@@ -187,7 +104,8 @@ class Conv2d(Layer):
     """2-D convolution (cross-correlation, as in every DL framework), NCHW.
 
     out[n, o, oh, ow] = b[o] + sum_{c,i,j} W[o, c, i, j] * x[n, c, oh*s - p + i, ow*s - p + j]
-    with zeros outside the image. W (out, in, k, k), b (out,).
+    with zeros outside the image. W (out, in, k, k), b (out,); ``bias=False`` leaves b
+    out (b = 0), as before a BatchNorm, whose shift does its work.
 
     Two algorithms compute it (``algorithm``):
 
@@ -229,7 +147,7 @@ class Conv2d(Layer):
     ALGORITHMS = ("auto", "im2col", "winograd")
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *,
-                 algorithm="auto", name=None):
+                 bias=True, algorithm="auto", name=None):
         super().__init__(name=name)
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
@@ -241,8 +159,10 @@ class Conv2d(Layer):
                              f"got {kernel_size}, {stride}, {padding}")
         self.algorithm = algorithm
         k = self.kernel_size
-        self._add_param("W", (self.out_channels, self.in_channels, k, k), prunable=True)
-        self._add_param("b", (self.out_channels,), prunable=False)
+        self._add_param("W", (self.out_channels, self.in_channels, k, k), prunable=True,
+                        init="glorot")
+        if bias:
+            self._add_param("b", (self.out_channels,), prunable=False, init="zeros")
 
     @property
     def algorithm(self):
@@ -330,7 +250,10 @@ class Conv2d(Layer):
         """The convolution; with ``relu=True``, max(convolution, 0) in the same pass (what
         Sequential uses for a Conv2d followed by a ReLU). backward then takes dL/d(that)."""
         x = self._check_input(x)
-        W, b = self.params["W"], self.params["b"]
+        W = self.params["W"]
+        b = self.params.get("b")
+        if b is None:                          # bias=False
+            b = np.zeros(self.out_channels, dtype=W.dtype)
         n, o, oh, ow = self.output_shape(x.shape)
         use_winograd = self.uses_winograd()
         out = np.empty((n, o, oh, ow), dtype=W.dtype)
@@ -417,7 +340,8 @@ class Conv2d(Layer):
             winograd.filter_transform_adjoint(partial_W[0], self.grads["W"])
         else:
             np.copyto(self.grads["W"].reshape(partial_shape), partial_W[0])
-        np.copyto(self.grads["b"], partial_b[0])
+        if "b" in self.grads:
+            np.copyto(self.grads["b"], partial_b[0])
         self.grads["W"] *= self.masks["W"]
         self._saved = None
         return dx
@@ -470,6 +394,25 @@ class MaxPool2d(Layer):
         return dx
 
 
+class GlobalAvgPool2d(Layer):
+    """The mean of each feature map: (N, C, H, W) -> (N, C), y[n, c] = mean_{h,w} x[n, c, h, w];
+    dx[n, c, h, w] = dout[n, c] / (H W)."""
+
+    def forward(self, x, training=True):
+        x = np.asarray(x)
+        if x.ndim != 4 or x.shape[2] * x.shape[3] == 0:
+            raise self._bad_shape("input", "(N, C, H, W) with H, W >= 1", x.shape)
+        self._saved = (x.shape, x.dtype) if training else None
+        return x.mean(axis=(2, 3))
+
+    def backward(self, dout):
+        (n, c, h, w), dtype = self._take_saved()
+        dout = self._check_dout(dout, (n, c)).astype(dtype, copy=False)
+        dx = np.empty((n, c, h, w), dtype=dtype)
+        dx[...] = (dout / (h * w))[:, :, None, None]
+        return dx
+
+
 class ReLU(Layer):
     """y = max(x, 0);  dx = dout where y > 0, else 0."""
 
@@ -508,7 +451,8 @@ class Dropout(Layer):
     nothing changes at test time. dx = dout * keep / (1 - p).
 
     The layer owns its random generator, seeded by `seed` (and by ``reseed(seed)``),
-    so a seeded run draws the same masks bit for bit.
+    so a seeded run draws the same masks bit for bit; its state is the layer's own
+    state (``own_state``), so a checkpoint continues the stream.
     """
 
     def __init__(self, p, *, seed=0, name=None):
@@ -539,3 +483,20 @@ class Dropout(Layer):
         x_shape, scaled_keep = self._take_saved()
         dout = self._check_dout(dout, x_shape)
         return dout if scaled_keep is None else dout * scaled_keep
+
+    def own_state(self):
+        """{"rng": the generator's state}: where the next masks come from."""
+        return {"rng": self.rng.bit_generator.state}
+
+    def check_own_state(self, state):
+        if not isinstance(state, dict) or set(state) != {"rng"}:
+            raise ValueError(f"{self.describe()}: expected state {{'rng': ...}}, got {state!r:.80}")
+        trial = type(self.rng.bit_generator)()
+        try:
+            trial.state = state["rng"]
+        except (TypeError, ValueError, KeyError) as error:
+            raise ValueError(f"{self.describe()}: not a state of its generator ({error})") from None
+
+    def load_own_state(self, state):
+        self.check_own_state(state)
+        self.rng.bit_generator.state = state["rng"]

@@ -1,7 +1,7 @@
 """Mask-aware optimizers (SGD with momentum, Adam) and learning-rate schedules.
 
-An optimizer walks ``model.layers``; every layer holds ``params``, ``grads`` and
-``masks`` dicts (the model protocol of minilottery.models' docstring). For each
+An optimizer walks the model's layers (``minilottery.protocol.walk``, nested or
+flat); every layer holds ``params``, ``grads`` and ``masks`` dicts. For each
 parameter tensor it runs ONE fused Numba kernel, a single pass over the raveled
 tensor that does weight decay, the moment updates, the (bias-corrected) step and
 the mask:
@@ -59,6 +59,7 @@ from numba import njit, prange
 
 from . import checks
 from . import threads  # noqa: F401  (chooses Numba's threading layer before any kernel runs)
+from .protocol import parameters
 
 __all__ = [
     "Optimizer", "SGD", "Adam",
@@ -237,15 +238,17 @@ class Optimizer:
     """Shared bookkeeping: the lr (number or schedule), the iteration counter, the
     walk over the model's parameters, and float32 state per parameter.
 
-    Parameters are named "layer.key" (as Sequential.named_params() names them);
-    a layer without a name is named by its index. Subclasses list their state
-    buffers in STATE and implement _update(param, grad, state, mask, lr)."""
+    Parameters are named by their dotted path, "fc1.W" or "stage2.block0.conv1.W", as
+    the walk of minilottery.protocol names them (a layer without a name in a plain
+    ``.layers`` list is named by its index). Subclasses list their state buffers in
+    STATE and implement _update(param, grad, state, mask, lr)."""
 
     STATE = ()
 
     def __init__(self, model, lr, weight_decay=0.0):
-        if not hasattr(model, "layers"):
-            raise ValueError(f"model must have .layers, got {type(model).__name__}")
+        if not (hasattr(model, "layers") or hasattr(model, "children")):
+            raise ValueError(f"model must be a layer or container (with .children() or .layers), "
+                             f"got {type(model).__name__}")
         self.model = model
         self.lr = _check_lr(lr)
         self.weight_decay = checks.real(weight_decay, "weight_decay", low=0.0, float32=True)
@@ -256,23 +259,19 @@ class Optimizer:
     def _parameters(self):
         """Yield (name, param, grad, mask or None) for every parameter, after checking
         that param and grad are float32 of the same shape, mask (if any) too."""
-        for index, layer in enumerate(self.model.layers):
-            layer_name = layer.name if getattr(layer, "name", None) else str(index)
-            for key, param in layer.params.items():
-                name = f"{layer_name}.{key}"
-                grad = layer.grads.get(key)
-                mask = layer.masks.get(key)
-                if param.dtype != np.float32 or not param.flags.c_contiguous:
-                    raise ValueError(f"param {name} must be a C-contiguous float32 array, "
-                                     f"got dtype {param.dtype}")
-                if grad is None or grad.shape != param.shape or grad.dtype != np.float32:
-                    got = None if grad is None else (grad.shape, str(grad.dtype))
-                    raise ValueError(f"grad of {name} must be float32 of shape {param.shape}, "
-                                     f"got {got}")
-                if mask is not None and mask.shape != param.shape:
-                    raise ValueError(f"mask of {name} must have shape {param.shape}, "
-                                     f"got {mask.shape}")
-                yield name, param, grad, mask
+        for name, layer, key in parameters(self.model):
+            param, grad, mask = layer.params[key], layer.grads.get(key), layer.masks.get(key)
+            if param.dtype != np.float32 or not param.flags.c_contiguous:
+                raise ValueError(f"param {name} must be a C-contiguous float32 array, "
+                                 f"got dtype {param.dtype}")
+            if grad is None or grad.shape != param.shape or grad.dtype != np.float32:
+                got = None if grad is None else (grad.shape, str(grad.dtype))
+                raise ValueError(f"grad of {name} must be float32 of shape {param.shape}, "
+                                 f"got {got}")
+            if mask is not None and mask.shape != param.shape:
+                raise ValueError(f"mask of {name} must have shape {param.shape}, "
+                                 f"got {mask.shape}")
+            yield name, param, grad, mask
 
     def lr_now(self):
         """The learning rate of the next step: lr, or lr(iteration) for a schedule."""

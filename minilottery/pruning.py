@@ -1,9 +1,9 @@
 """Pruning: magnitude masks (layer-wise and global), random masks, one-shot
 masks, reset / rewind of the survivors, and sparsity reports.
 
-Everything works on dicts keyed by "layer.key" names, as Sequential.named_masks()
-and named_params() give them ("fc1.W", "conv3.W", "out.W"; the model protocol is
-in minilottery.models). A mask is a float32 array of 0s and 1s with the shape of
+Everything works on dicts keyed by the dotted names that a model's named_masks()
+and named_params() give ("fc1.W", "conv3.W", "out.W", "stage2.block0.conv1.W"; the
+layer protocol is in minilottery.protocol). A mask is a float32 array of 0s and 1s with the shape of
 its weight: 1 = kept, 0 = pruned. Only weights have masks; biases are never
 pruned and never counted.
 
@@ -43,7 +43,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .layers import real_array
+from .protocol import named, parameters, real_array
 
 __all__ = [
     "prune_by_magnitude", "prune_globally", "random_masks_like", "one_shot_masks",
@@ -259,11 +259,10 @@ def random_masks_like(masks, rng):
 # --------------------------------------------------------------------------
 
 def _prunable_shapes(model_or_masks):
-    """{name: shape or None} from a model (.layers with .name and .masks), a dict of
+    """{name: shape or None} from a model (a container; minilottery.protocol), a dict of
     arrays (e.g. named_masks()), or a plain list of names (no shapes)."""
-    if hasattr(model_or_masks, "layers"):
-        return {f"{layer.name}.{key}": mask.shape
-                for layer in model_or_masks.layers for key, mask in layer.masks.items()}
+    if hasattr(model_or_masks, "layers") or hasattr(model_or_masks, "children"):
+        return {name: mask.shape for name, mask in named(model_or_masks, "masks").items()}
     if isinstance(model_or_masks, dict):
         return {name: np.shape(a) for name, a in model_or_masks.items()}
     if isinstance(model_or_masks, str):
@@ -321,10 +320,7 @@ def reset_to(model, theta, masks):
     keep their current mask. Everything is checked before anything is written,
     including that theta is finite in the params' dtype."""
     theta, masks = _arrays(theta, "theta"), _arrays(masks, "masks")
-    layers = {}
-    for layer in model.layers:
-        for key, param in layer.params.items():
-            layers[f"{layer.name}.{key}"] = (layer, key, param)
+    layers = {name: (layer, key, layer.params[key]) for name, layer, key in parameters(model)}
     missing = sorted(set(layers) - set(theta))
     extra = sorted(set(theta) - set(layers))
     if missing or extra:

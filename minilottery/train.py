@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import minibatches
-from .layers import Dropout
+from .protocol import walk
 from .losses import softmax_cross_entropy
 from .rundir import RunFileError, load_arrays, save_arrays, set_aside
 from .threads import set_threads, use_threads
@@ -247,7 +247,9 @@ def save_checkpoint(path, model, optimizer, iteration, history, snapshot):
     """Everything training needs to continue after ``iteration``, in one .npz (atomic).
 
     Parameters, optimizer moments and step count, the evaluation history, the
-    rewind snapshot if taken, and each Dropout layer's random-generator state.
+    rewind snapshot if taken, and each layer's own state (``own_state``: a Dropout's
+    random generator, a BatchNorm's running statistics): arrays as arrays, the rest
+    in the metadata.
     Checkpoints are only taken right after an evaluation, where the running
     training loss/accuracy restart from zero, so those need no saving.
     """
@@ -256,9 +258,14 @@ def save_checkpoint(path, model, optimizer, iteration, history, snapshot):
                    for name, state in optimizer.state.items() for key, a in state.items()})
     arrays.update({f"snapshot:{name}": a for name, a in (snapshot or {}).items()})
     arrays["history"] = np.array(history.rows, dtype=np.float64).reshape(-1, len(HISTORY_COLUMNS))
-    meta = {"iteration": iteration, "optimizer_iteration": optimizer.iteration,
-            "dropout": {layer.name: layer.rng.bit_generator.state
-                        for layer in model.layers if isinstance(layer, Dropout)}}
+    layers = {}
+    for layer_path, layer in walk(model):
+        for key, value in layer.own_state().items():
+            if isinstance(value, np.ndarray):
+                arrays[f"state:{layer_path}:{key}"] = value
+            else:
+                layers.setdefault(layer_path, {})[key] = value
+    meta = {"iteration": iteration, "optimizer_iteration": optimizer.iteration, "layers": layers}
     arrays["meta"] = np.array(json.dumps(meta))
     save_arrays(path, arrays)
 
@@ -278,10 +285,17 @@ def load_checkpoint(path, model, optimizer, iterations, eval_every, snapshot_at=
         for slot in state:
             state[slot] = saved[f"optimizer:{name}:{slot}"].copy()
     optimizer.iteration = meta["optimizer_iteration"]
-    for layer in model.layers:
-        if isinstance(layer, Dropout):
-            layer.rng.bit_generator.state = meta["dropout"][layer.name]
+    for layer_path, layer in walk(model):
+        layer.load_own_state(_layer_state(saved, meta, layer_path, layer))
     return meta["iteration"], history, snapshot
+
+
+def _layer_state(saved, meta, path, layer):
+    """What save_checkpoint stored of this layer's own state, put back together."""
+    state = dict(meta["layers"].get(path, {}))
+    state.update({key: saved[f"state:{path}:{key}"] for key in layer.own_state()
+                  if f"state:{path}:{key}" in saved})
+    return state
 
 
 def read_checkpoint(path, model, optimizer, iterations, eval_every, snapshot_at=None):
@@ -290,7 +304,7 @@ def read_checkpoint(path, model, optimizer, iterations, eval_every, snapshot_at=
     It must read back whole and hold a float32 array of the right shape for
     every parameter and optimizer buffer (and for all or none of the rewind
     snapshot), an iteration within the budget, the evaluations the schedule
-    makes up to it, each Dropout layer's generator state, and the snapshot if
+    makes up to it, each layer's own state (checked by the layer), and the snapshot if
     ``snapshot_at`` lies before that iteration. Anything else
     raises ``RunFileError``: such a file cannot continue this training.
     Returns ``(arrays, meta, history, snapshot or None)``.
@@ -305,6 +319,8 @@ def read_checkpoint(path, model, optimizer, iterations, eval_every, snapshot_at=
     shapes = {f"param:{name}": p.shape for name, p in params.items()}
     shapes.update({f"optimizer:{name}:{slot}": buffer.shape
                    for name, state in optimizer.state.items() for slot, buffer in state.items()})
+    shapes.update({f"state:{path}:{key}": value.shape for path, layer in walk(model)
+                   for key, value in layer.own_state().items() if isinstance(value, np.ndarray)})
     snapshot_keys = {f"snapshot:{name}": p.shape for name, p in params.items()}
     if any(key.startswith("snapshot:") for key in saved):
         shapes.update(snapshot_keys)
@@ -317,16 +333,21 @@ def read_checkpoint(path, model, optimizer, iterations, eval_every, snapshot_at=
     try:
         meta = json.loads(str(saved["meta"][()]))
         iteration, optimizer_iteration = meta["iteration"], meta["optimizer_iteration"]
-        dropout_states = meta["dropout"]
+        layer_states = meta["layers"]
     except (ValueError, TypeError, KeyError, IndexError) as error:
         raise RunFileError(path, f"its metadata is unreadable ({error})") from None
     require(type(iteration) is int and 1 <= iteration <= iterations,
             f"iteration {iteration!r} is outside the budget of {iterations}")
     require(type(optimizer_iteration) is int and optimizer_iteration >= 0,
             f"optimizer iteration {optimizer_iteration!r}")
-    dropout_names = {layer.name for layer in model.layers if isinstance(layer, Dropout)}
-    require(isinstance(dropout_states, dict) and set(dropout_states) == dropout_names,
-            "the Dropout layers' generator states do not match the model's")
+    layers = dict(walk(model))
+    require(isinstance(layer_states, dict) and set(layer_states) <= set(layers),
+            "its layer states name layers the model does not have")
+    for layer_path, layer in layers.items():
+        try:
+            layer.check_own_state(_layer_state(saved, meta, layer_path, layer))
+        except (ValueError, TypeError, AttributeError) as error:
+            raise RunFileError(path, f"not a checkpoint of this training ({error})") from None
     evaluated = [i for i in evaluation_iterations(iterations, eval_every) if i <= iteration]
     rows = saved["history"]
     require(rows.dtype == np.float64 and rows.shape == (len(evaluated), len(HISTORY_COLUMNS))
