@@ -67,9 +67,14 @@ NETS = {
     "conv2-dropout": ("conv2", 0.5, "cifar10"),
     "conv4-dropout": ("conv4", 0.5, "cifar10"),
     "conv6-dropout": ("conv6", 0.5, "cifar10"),
+    "resnet20": ("resnet20", 0.0, "cifar10"),
+    "resnet20-warmup": ("resnet20", 0.0, "cifar10"),
+    "vgg19": ("vgg19", 0.0, "cifar10"),
+    "vgg19-warmup": ("vgg19", 0.0, "cifar10"),
 }
 
 OPTIMIZERS = ("adam", "sgd")
+PRUNINGS = ("layerwise", "global")
 
 
 class ConfigError(ValueError):
@@ -94,6 +99,11 @@ class Config:
     rounds: int                  # pruning rounds; levels 0 (dense) .. rounds
     optimizer: str = "adam"
     momentum: float = 0.0        # SGD only
+    weight_decay: float = 0.0    # L2 on the surviving weights (masked: a pruned weight stays 0)
+    warmup_iterations: int = 0   # the lr rises linearly from 0 over the first k iterations (0: none)
+    lr_milestones: list = field(default_factory=list)  # the lr is divided by 10 at each of them
+    augment: bool = False        # random 4-pixel pad-and-crop and horizontal flip of each image
+    pruning: str = "layerwise"   # or "global": each kind of layer ranked together (pruning_groups)
     trials: int = 1              # independent initialisations (paper: 5)
     reinits: int = 1             # random-reinit controls per trial and level (paper: 3)
     random_prunes: int = 1       # random-pruning controls per trial and level
@@ -130,6 +140,15 @@ class Config:
         RULES, then the rules between settings. Runs when a Config is made."""
         for name, rule in RULES.items():
             _apply(rule, getattr(self, name), name)
+        if self.lr_milestones and self.lr_milestones[-1] > self.iterations:
+            raise ConfigError(f"lr_milestones {self.lr_milestones} reach beyond the training "
+                              f"budget of {self.iterations} iterations")
+        if self.warmup_iterations > self.iterations:
+            raise ConfigError(f"warmup_iterations {self.warmup_iterations} is beyond the "
+                              f"training budget of {self.iterations} iterations")
+        if self.pruning == "global" and self.one_shot:
+            raise ConfigError("one_shot pruning is layer-wise only; use pruning='layerwise' "
+                              "with one_shot, or iterative global pruning")
         if self.rewind_iteration > self.iterations:
             raise ConfigError(f"rewind_iteration {self.rewind_iteration} is beyond the "
                               f"training budget of {self.iterations} iterations")
@@ -170,6 +189,9 @@ class Config:
         if edits:
             raise ConfigError(f"{source} was edited by hand: {'; '.join(edits)}. Undo the edit, "
                               f"or start a new run in another directory")
+        for name, default in ADDED_LATER.items():   # a run made before they existed
+            if name not in stored and name not in made_with:
+                stored[name] = default
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(stored) - set(names))
         missing = [name for name in names if name not in stored]
@@ -222,6 +244,16 @@ def _layer_rates(value, name):
     return {layer: _rate(rate, f"{name}[{layer!r}]") for layer, rate in sorted(value.items())}
 
 
+def _milestones(value, name):
+    """Iterations at which the lr is divided by 10: strictly increasing ints >= 1, as a list."""
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+        raise ValueError(f"{name} must be a list of iterations, got {value!r}")
+    milestones = [checks.integer(ms, f"{name}[{i}]", low=1) for i, ms in enumerate(value)]
+    if any(later <= earlier for earlier, later in zip(milestones, milestones[1:])):
+        raise ValueError(f"{name} must be strictly increasing, got {milestones}")
+    return milestones
+
+
 def _preset(value, name):
     return checks.choice(value, name, (None, *PRESETS))
 
@@ -247,6 +279,11 @@ RULES = {
     "rounds": _at_least_0,
     "optimizer": partial(checks.choice, options=OPTIMIZERS),
     "momentum": partial(checks.real, low=0.0, high=1.0, high_open=True, float32=True),
+    "weight_decay": partial(checks.real, low=0.0, float32=True),
+    "warmup_iterations": _at_least_0,
+    "lr_milestones": _milestones,
+    "augment": checks.boolean,
+    "pruning": partial(checks.choice, options=PRUNINGS),
     "trials": _at_least_1,
     "reinits": _at_least_0,
     "random_prunes": _at_least_0,
@@ -261,6 +298,11 @@ RULES = {
     "preset": _preset,
 }
 
+
+# Settings newer than the first config.json: a stored run without them was made
+# with these values (the behaviour before they existed), so it still resumes.
+ADDED_LATER = {"weight_decay": 0.0, "warmup_iterations": 0, "lr_milestones": [],
+               "augment": False, "pruning": "layerwise"}
 
 # --------------------------------------------------------------------------
 # The fingerprint
@@ -327,6 +369,27 @@ PAPER = {
     "conv4-dropout": _paper(75_000, 2e-4, conv=0.1),
     "conv6-dropout": _paper(90_000, 2e-4, conv=0.15),
 }
+
+
+def _paper_deep(iterations, batch_size, lr, milestones, warmup=0):
+    """§4 and App. I: SGD with momentum 0.9 and weight decay 1e-4, step decay, optional
+    warmup, augmentation, and global pruning of the conv weights at 20% a round (the
+    output layer and ResNet's 1x1 shortcuts unpruned)."""
+    return dict(iterations=iterations, batch_size=batch_size, optimizer="sgd", lr=lr,
+                momentum=0.9, weight_decay=1e-4, lr_milestones=milestones,
+                warmup_iterations=warmup, augment=True, pruning="global",
+                fc_rate=0.0, conv_rate=0.2, output_rate=0.0, rounds=20, trials=5, reinits=3,
+                random_prunes=2, eval_every=1_000, eval_batch_size=100)
+
+
+_VGG_EPOCH = 703   # 45,000 training images in batches of 64: 160 epochs are 112,480 iterations
+PAPER.update({
+    "resnet20": _paper_deep(30_000, 128, 0.1, [20_000, 25_000]),
+    "resnet20-warmup": _paper_deep(30_000, 128, 0.03, [20_000, 25_000], warmup=20_000),
+    "vgg19": _paper_deep(160 * _VGG_EPOCH, 64, 0.1, [80 * _VGG_EPOCH, 120 * _VGG_EPOCH]),
+    "vgg19-warmup": _paper_deep(160 * _VGG_EPOCH, 64, 0.1, [80 * _VGG_EPOCH, 120 * _VGG_EPOCH],
+                                warmup=10_000),
+})
 
 # The laptop defaults: the paper's optimiser, learning rate, batch size and
 # per-layer rates, on a shorter schedule (see README, "Presets").

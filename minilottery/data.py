@@ -79,6 +79,7 @@ __all__ = [
     "load_mnist",
     "load_cifar10",
     "minibatches",
+    "pad_crop_flip",
     "data_roots",
     "cache_dir",
     "DataError",
@@ -246,6 +247,28 @@ def minibatches(n_examples: int, batch_size: int, seed) -> Iterator[np.ndarray]:
             pos += take
             need -= take
         yield np.concatenate(parts)
+
+
+def pad_crop_flip(images: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
+    """The augmentation of §4's nets (App. I.2, I.3): each image of the batch
+    (n, c, h, w) is padded with ``pad`` zeros on every side, cropped back to h x w at
+    an offset (dy, dx) drawn uniformly from {0, ..., 2 pad}², and mirrored left to
+    right with probability 1/2. The draws come from ``rng`` in a fixed order (all
+    offsets, then all flips), so a seed gives the same batch every time. The images
+    are normalised before this, so the zeros are the dataset's mean colour.
+    Returns a new array; ``images`` is not changed."""
+    if images.ndim != 4:
+        raise ValueError(f"pad_crop_flip expects images (n, c, h, w), got shape {images.shape}")
+    pad = _positive_int(pad, "pad")
+    n, _, h, w = images.shape
+    offsets = rng.integers(0, 2 * pad + 1, size=(n, 2))
+    flips = rng.random(n) < 0.5
+    padded = np.pad(images, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    out = np.empty_like(images)
+    for i, ((dy, dx), flip) in enumerate(zip(offsets, flips)):
+        crop = padded[i, :, dy:dy + h, dx:dx + w]
+        out[i] = crop[:, :, ::-1] if flip else crop
+    return out
 
 
 def _positive_int(value, name: str) -> int:

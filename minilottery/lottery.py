@@ -55,7 +55,7 @@ def pruning_rates(config, model):
     """The per-layer rate map: the paper's fc/conv/output rule plus explicit overrides."""
     rates = pruning.layerwise_rates(model, config.fc_rate, conv_rate=config.conv_rate,
                                     output_rate=config.output_rate)
-    by_layer = {name.split(".")[0]: name for name in rates}
+    by_layer = {name.rsplit(".", 1)[0]: name for name in rates}
     for layer, rate in config.layer_rates.items():
         if layer not in by_layer:
             raise ValueError(f"layer_rates names layer {layer!r}, which {config.net} does not "
@@ -72,10 +72,7 @@ def check_schedule(config):
     nothing from a layer with a nonzero rate is an error, not a silent no-op.
     """
     model = build_model(config, seed=0)
-    for name, rate in pruning_rates(config, model).items():
-        if rate == 0:
-            continue
-        size = model.named_masks()[name].size
+    for name, size, rate in _pruned_units(config, model):
         for round_ in range(1, config.rounds + 1):
             if pruning.kept_after_rounds(size, rate, round_) == pruning.kept_after_rounds(
                     size, rate, round_ - 1):
@@ -84,6 +81,19 @@ def check_schedule(config):
                     f"{config.rounds} rounds are more than {name} allows: at round {round_} "
                     f"it keeps {kept} of {size} weights and rate {rate} prunes none of them; "
                     f"use at most {round_ - 1} rounds")
+
+
+def _pruned_units(config, model):
+    """(what, weight count, rate) for each unit a round prunes: a layer (layer-wise), or
+    a group of layers ranked together (global; pruning.pruning_groups)."""
+    rates = pruning_rates(config, model)
+    masks = model.named_masks()
+    if config.pruning == "layerwise":
+        return [(name, masks[name].size, rate) for name, rate in rates.items() if rate]
+    groups = pruning.pruning_groups(rates, {name: m.shape for name, m in masks.items()})
+    return [(names[0] if len(names) == 1 else f"the {len(names)} layers from {names[0]} "
+             f"ranked together", sum(masks[n].size for n in names), rate)
+            for names, rate in groups]
 
 
 # ----------------------------------------------------------------------------
@@ -333,7 +343,11 @@ def write_masks(run, config, trial, level):
                 trained = load_arrays(run.piece(Piece(trial, level - 1, "ticket")) / "final.npz")
                 previous = load_arrays(run.mask(trial, level - 1))
                 weights = {name: trained[name] for name in previous}
-                mask = pruning.prune_by_magnitude(weights, previous, rates)
+                if config.pruning == "global":
+                    groups = pruning.pruning_groups(rates, {n: m.shape for n, m in previous.items()})
+                    mask = pruning.prune_groups_globally(weights, previous, groups)
+                else:
+                    mask = pruning.prune_by_magnitude(weights, previous, rates)
         save_arrays(run.mask(trial, level), mask)
     if level > 0:
         mask = load_arrays(run.mask(trial, level))

@@ -34,7 +34,7 @@ import numpy as np
 from . import pruning
 from .data import load_cifar10, load_mnist
 from .models import BUILDERS
-from .optim import SGD, Adam
+from .optim import SGD, Adam, LinearWarmup, StepDecay
 from .parallel import worker_threads
 from .rundir import Piece
 from .train import HISTORY_COLUMNS, train
@@ -56,10 +56,22 @@ def build_model(config, seed):
     return builder(seed=seed, dropout=config.dropout) if config.dropout else builder(seed=seed)
 
 
+def learning_rate(config):
+    """The config's lr as a schedule: step decay at ``lr_milestones``, inside a linear
+    warmup over ``warmup_iterations``; the plain number when it has neither."""
+    lr = config.lr
+    if config.lr_milestones:
+        lr = StepDecay(lr, config.lr_milestones)
+    if config.warmup_iterations:
+        lr = LinearWarmup(lr, config.warmup_iterations)
+    return lr
+
+
 def make_optimizer(config, model):
+    lr = learning_rate(config)
     if config.optimizer == "adam":
-        return Adam(model, lr=config.lr)
-    return SGD(model, lr=config.lr, momentum=config.momentum)
+        return Adam(model, lr=lr, weight_decay=config.weight_decay)
+    return SGD(model, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
 @dataclass(frozen=True)
@@ -149,7 +161,7 @@ def run_training(shared, training, progress):
     result = train(model, make_optimizer(config, model), data,
                    iterations=config.iterations, batch_size=config.batch_size,
                    seed=data_seed, eval_every=config.eval_every,
-                   eval_batch_size=config.eval_batch_size,
+                   eval_batch_size=config.eval_batch_size, augment=config.augment,
                    snapshot_at=config.rewind_iteration if saves_rewind else None,
                    on_eval=on_eval, checkpoint=checkpoint, threads=worker_threads)
     metrics = {

@@ -218,6 +218,29 @@ def prune_globally(weights, masks, rate, names=None):
     return new
 
 
+def pruning_groups(rates, shapes):
+    """The groups that global pruning ranks together, each at one rate: every layer of
+    nonzero rate joins the others of its kind, conv (4-d weights) or dense (2-d), that
+    have the same rate; the output layer "out" always stays alone. For ResNet-20 and
+    VGG-19 that is one group, all their 3x3 conv weights at 20% (the paper's §4); for
+    LeNet, fc1 and fc2 together. Returns [(names, rate)], in the order of ``rates``."""
+    groups = {}
+    for name, rate in rates.items():
+        if rate == 0:
+            continue
+        kind = "out" if name.split(".")[0] == "out" else len(shapes[name])
+        groups.setdefault((kind, rate), []).append(name)
+    return [(names, rate) for (_, rate), names in groups.items()]
+
+
+def prune_groups_globally(weights, masks, groups):
+    """One round of global pruning: ``prune_globally`` in each of ``groups``
+    [(names, rate)] (see pruning_groups). Layers in no group keep their masks."""
+    for names, rate in groups:
+        masks = prune_globally(weights, masks, rate, names=names)
+    return masks
+
+
 def one_shot_masks(weights, masks, rates, rounds):
     """Prune once, in every layer named in `rates`, down to the count that `rounds`
     iterative rounds at that layer's rate would keep (kept_after_rounds of its
@@ -282,6 +305,8 @@ def layerwise_rates(model_or_names, rate, *, conv_rate=None, output_rate=None):
     2-d weights are dense (in, out), 4-d weights are conv (out, in, k, k); any other
     shape raises. Given only a list of names, every non-output layer gets `rate`
     (and conv_rate must not be set, since types are unknown).
+    1x1 convolutions (the projections of ResNet's shortcuts) get 0: the paper leaves
+    them unpruned (App. I.3).
     LeNet: layerwise_rates(model, 0.2) -> {"fc1.W": 0.2, "fc2.W": 0.2, "out.W": 0.1}."""
     _exact_rate(rate, "rate")
     output_rate = rate / 2 if output_rate is None else output_rate
@@ -301,7 +326,7 @@ def layerwise_rates(model_or_names, rate, *, conv_rate=None, output_rate=None):
         elif len(shape) == 2:
             rates[name] = rate
         elif len(shape) == 4:
-            rates[name] = conv_rate
+            rates[name] = 0.0 if tuple(shape[2:]) == (1, 1) else conv_rate
         else:
             raise ValueError(f"layer {name!r} has a {len(shape)}-d weight {shape}; "
                              "expected 2-d (dense) or 4-d (conv)")

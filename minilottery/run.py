@@ -31,6 +31,7 @@ OVERRIDES = {
     "rounds": int, "iterations": int, "trials": int, "seed": int, "reinits": int,
     "random_prunes": int, "batch_size": int, "lr": float, "momentum": float,
     "fc_rate": float, "conv_rate": float, "output_rate": float, "eval_every": int,
+    "weight_decay": float, "warmup_iterations": int, "pruning": str,
 }
 
 
@@ -51,6 +52,14 @@ def parse_layer_rate(text):
         return layer, float(rate)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected LAYER=RATE such as fc1=0.3, got {text!r}")
+
+
+def parse_milestones(text):
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected iterations separated by commas such as "
+                                         f"20000,25000, got {text!r}")
 
 
 def build_parser():
@@ -96,6 +105,17 @@ def build_parser():
     group.add_argument("--lr", type=float, help="learning rate")
     group.add_argument("--momentum", type=float, help="SGD momentum")
     group.add_argument("--batch-size", type=int)
+    group.add_argument("--weight-decay", type=float,
+                       help="L2 weight decay on the surviving weights (a pruned weight stays 0)")
+    group.add_argument("--warmup", type=int, dest="warmup_iterations", metavar="K",
+                       help="raise the lr linearly from 0 over the first K iterations (0: none)")
+    group.add_argument("--lr-milestones", type=parse_milestones, metavar="I,J,...",
+                       help="divide the lr by 10 at these iterations ('' for none)")
+    group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                       help="random 4-pixel pad-and-crop and horizontal flip of training images")
+    group.add_argument("--pruning", choices=["layerwise", "global"],
+                       help="prune each layer by its rate, or rank each kind of layer together "
+                            "(the output layer alone)")
     group.add_argument("--fc-rate", type=float, help="fraction of surviving fc weights pruned per round")
     group.add_argument("--conv-rate", type=float, help="the same for conv layers")
     group.add_argument("--output-rate", type=float, help="the same for the output layer")
@@ -118,7 +138,8 @@ def resolve_config(args):
     """
     overrides = {name: getattr(args, name) for name in OVERRIDES}
     overrides.update(optimizer=args.optimizer, rewind_iteration=args.rewind_iteration,
-                     one_shot=args.one_shot,
+                     one_shot=args.one_shot, lr_milestones=args.lr_milestones,
+                     augment=args.augment,
                      layer_rates=dict(args.rate) if args.rate else None)
     stored_path = args.out / "config.json"
     if not (args.resume and stored_path.exists()):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import minibatches
+from .data import minibatches, pad_crop_flip
 from .protocol import walk
 from .losses import softmax_cross_entropy
 from .rundir import RunFileError, load_arrays, save_arrays, set_aside
@@ -147,13 +147,19 @@ class TrainResult:
 
 
 def train(model, optimizer, data, *, iterations, batch_size, seed, eval_every=100,
-          eval_batch_size=500, snapshot_at=None, on_eval=None, checkpoint=None,
+          eval_batch_size=500, augment=False, snapshot_at=None, on_eval=None, checkpoint=None,
           checkpoint_seconds=60.0, threads=None):
     """Train ``model`` for exactly ``iterations`` minibatches of ``batch_size``.
 
     ``data`` has ``x_train, y_train, x_val, y_val, x_test, y_test``. The
     minibatch order comes from ``seed`` alone, so two runs with the same
     seed, model and optimizer are identical bit for bit.
+
+    ``augment``: each minibatch is padded, cropped and flipped
+    (``data.pad_crop_flip``) with a generator seeded by ``(seed, iteration)``. The
+    draws are a function of the iteration, so a training continued from a
+    checkpoint augments exactly as an uninterrupted one, with no generator state
+    to save.
 
     ``snapshot_at=k`` returns a copy of the parameters after ``k`` iterations
     (``k = 0``: before training), the weights a rewound ticket restarts from.
@@ -180,12 +186,18 @@ def train(model, optimizer, data, *, iterations, batch_size, seed, eval_every=10
     thread_count = threads if callable(threads) else (lambda: threads)
     with use_threads(thread_count()):
         return _train(model, optimizer, data, iterations, batch_size, seed, eval_every,
-                      eval_batch_size, snapshot_at, on_eval, checkpoint, checkpoint_seconds,
-                      thread_count)
+                      eval_batch_size, augment, snapshot_at, on_eval, checkpoint,
+                      checkpoint_seconds, thread_count)
+
+
+def augmentation_rng(seed, iteration):
+    """The generator that augments minibatch ``iteration`` of the training seeded ``seed``:
+    child ``iteration`` of SeedSequence(seed), independent of the minibatch order's stream."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(iteration,)))
 
 
 def _train(model, optimizer, data, iterations, batch_size, seed, eval_every, eval_batch_size,
-           snapshot_at, on_eval, checkpoint, checkpoint_seconds, thread_count):
+           augment, snapshot_at, on_eval, checkpoint, checkpoint_seconds, thread_count):
     if iterations <= 0 or batch_size <= 0 or eval_every <= 0:
         raise ValueError(
             f"train: iterations ({iterations}), batch_size ({batch_size}) and "
@@ -217,6 +229,8 @@ def _train(model, optimizer, data, iterations, batch_size, seed, eval_every, eva
         set_threads(thread_count())
         index = next(batches)
         xb, yb = data.x_train[index], data.y_train[index]
+        if augment:
+            xb = pad_crop_flip(xb, augmentation_rng(seed, iteration))
         logits = model.forward(xb, training=True)
         loss, dlogits = softmax_cross_entropy(logits, yb)
         model.backward(dlogits, input_grad=False)   # nobody needs dL/dimages
