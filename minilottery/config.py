@@ -104,6 +104,7 @@ class Config:
     lr_milestones: list = field(default_factory=list)  # the lr is divided by 10 at each of them
     augment: bool = False        # random 4-pixel pad-and-crop and horizontal flip of each image
     pruning: str = "layerwise"   # or "global": each kind of layer ranked together (pruning_groups)
+    accuracy_at: list = field(default_factory=list)  # §4: test accuracy read at these iterations
     trials: int = 1              # independent initialisations (paper: 5)
     reinits: int = 1             # random-reinit controls per trial and level (paper: 3)
     random_prunes: int = 1       # random-pruning controls per trial and level
@@ -146,6 +147,10 @@ class Config:
         if self.warmup_iterations > self.iterations:
             raise ConfigError(f"warmup_iterations {self.warmup_iterations} is beyond the "
                               f"training budget of {self.iterations} iterations")
+        for k in self.accuracy_at:
+            if k > self.iterations or (k % self.eval_every and k != self.iterations):
+                raise ConfigError(f"accuracy_at {k} is not an iteration that training evaluates "
+                                  f"(every {self.eval_every} of {self.iterations}, and the last)")
         if self.pruning == "global" and self.one_shot:
             raise ConfigError("one_shot pruning is layer-wise only; use pruning='layerwise' "
                               "with one_shot, or iterative global pruning")
@@ -244,8 +249,8 @@ def _layer_rates(value, name):
     return {layer: _rate(rate, f"{name}[{layer!r}]") for layer, rate in sorted(value.items())}
 
 
-def _milestones(value, name):
-    """Iterations at which the lr is divided by 10: strictly increasing ints >= 1, as a list."""
+def _iterations(value, name):
+    """A list of iterations (lr milestones, accuracy_at): strictly increasing ints >= 1."""
     if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
         raise ValueError(f"{name} must be a list of iterations, got {value!r}")
     milestones = [checks.integer(ms, f"{name}[{i}]", low=1) for i, ms in enumerate(value)]
@@ -281,9 +286,10 @@ RULES = {
     "momentum": partial(checks.real, low=0.0, high=1.0, high_open=True, float32=True),
     "weight_decay": partial(checks.real, low=0.0, float32=True),
     "warmup_iterations": _at_least_0,
-    "lr_milestones": _milestones,
+    "lr_milestones": _iterations,
     "augment": checks.boolean,
     "pruning": partial(checks.choice, options=PRUNINGS),
+    "accuracy_at": _iterations,
     "trials": _at_least_1,
     "reinits": _at_least_0,
     "random_prunes": _at_least_0,
@@ -302,7 +308,7 @@ RULES = {
 # Settings newer than the first config.json: a stored run without them was made
 # with these values (the behaviour before they existed), so it still resumes.
 ADDED_LATER = {"weight_decay": 0.0, "warmup_iterations": 0, "lr_milestones": [],
-               "augment": False, "pruning": "layerwise"}
+               "augment": False, "pruning": "layerwise", "accuracy_at": []}
 
 # --------------------------------------------------------------------------
 # The fingerprint
@@ -371,24 +377,28 @@ PAPER = {
 }
 
 
-def _paper_deep(iterations, batch_size, lr, milestones, warmup=0):
+def _paper_deep(iterations, batch_size, lr, milestones, accuracy_at, warmup=0):
     """§4 and App. I: SGD with momentum 0.9 and weight decay 1e-4, step decay, optional
     warmup, augmentation, and global pruning of the conv weights at 20% a round (the
-    output layer and ResNet's 1x1 shortcuts unpruned)."""
+    output layer and ResNet's 1x1 shortcuts unpruned); accuracy read at fixed iterations
+    (Figs. 7 and 8), not at early stopping."""
     return dict(iterations=iterations, batch_size=batch_size, optimizer="sgd", lr=lr,
                 momentum=0.9, weight_decay=1e-4, lr_milestones=milestones,
                 warmup_iterations=warmup, augment=True, pruning="global",
                 fc_rate=0.0, conv_rate=0.2, output_rate=0.0, rounds=20, trials=5, reinits=3,
-                random_prunes=2, eval_every=1_000, eval_batch_size=100)
+                random_prunes=2, eval_every=1_000, eval_batch_size=100,
+                accuracy_at=accuracy_at)
 
 
 _VGG_EPOCH = 703   # 45,000 training images in batches of 64: 160 epochs are 112,480 iterations
 PAPER.update({
-    "resnet20": _paper_deep(30_000, 128, 0.1, [20_000, 25_000]),
-    "resnet20-warmup": _paper_deep(30_000, 128, 0.03, [20_000, 25_000], warmup=20_000),
-    "vgg19": _paper_deep(160 * _VGG_EPOCH, 64, 0.1, [80 * _VGG_EPOCH, 120 * _VGG_EPOCH]),
+    "resnet20": _paper_deep(30_000, 128, 0.1, [20_000, 25_000], [10_000, 20_000, 30_000]),
+    "resnet20-warmup": _paper_deep(30_000, 128, 0.03, [20_000, 25_000], [10_000, 20_000, 30_000],
+                                   warmup=20_000),
+    "vgg19": _paper_deep(160 * _VGG_EPOCH, 64, 0.1, [80 * _VGG_EPOCH, 120 * _VGG_EPOCH],
+                         [30_000, 60_000, 160 * _VGG_EPOCH]),
     "vgg19-warmup": _paper_deep(160 * _VGG_EPOCH, 64, 0.1, [80 * _VGG_EPOCH, 120 * _VGG_EPOCH],
-                                warmup=10_000),
+                                [30_000, 60_000, 160 * _VGG_EPOCH], warmup=10_000),
 })
 
 # The laptop defaults: the paper's optimiser, learning rate, batch size and
@@ -434,6 +444,25 @@ for _name, (_iterations, _eval_every, _lr, _fc_rate) in _CONV_QUICK.items():
                                             _paper_settings["output_rate"]))
         if _lr is not None and not _variant.endswith("dropout"):
             QUICK[_variant]["lr"] = _lr
+
+
+def _shortened(settings, factor):
+    """The §4 schedule ``factor`` times as long: iterations, milestones, warmup and the
+    fixed iterations all scaled alike, so warmup still ends where the paper's does."""
+    scale = lambda k: max(1, round(k * factor))
+    return dict(iterations=scale(settings["iterations"]),
+                lr_milestones=[scale(k) for k in settings["lr_milestones"]],
+                warmup_iterations=scale(settings["warmup_iterations"]) if settings["warmup_iterations"] else 0,
+                accuracy_at=[scale(k) for k in settings["accuracy_at"]])
+
+
+# §4's nets, quick: a twentieth of the paper's schedule, evaluated at its fixed
+# iterations (ResNet-20 at 500, 1,000 and 1,500; VGG-19 also at 4,500), three rounds of global pruning
+# at 50% (12.5% of the conv weights left), one random reinit per level.
+for _name in ("resnet20", "resnet20-warmup", "vgg19", "vgg19-warmup"):
+    QUICK[_name].update(_shortened(PAPER[_name], 1 / 20), conv_rate=0.5, rounds=3,
+                        random_prunes=0)
+    QUICK[_name]["eval_every"] = QUICK[_name]["accuracy_at"][0]   # the last is evaluated too
 
 PRESETS = {"quick": QUICK, "paper": PAPER}
 

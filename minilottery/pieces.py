@@ -168,7 +168,7 @@ def run_training(shared, training, progress):
         "trial": piece.trial, "level": piece.level, "branch": piece.branch,
         "replicate": piece.replicate,
         "weights_remaining": pruning.sparsity_report(training.masks).fraction_remaining,
-        **result.history.summary(),
+        **result.history.summary(config.accuracy_at),
     }
     if training.checkpoint is None:  # a worker's own file: the result makes it useless
         checkpoint.unlink(missing_ok=True)

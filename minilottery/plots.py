@@ -15,7 +15,10 @@ Figures (PNG, written atomically into ``RUN/figures/``):
 * ``fig4_early_stop.png``: early-stop iteration and test accuracy at early
   stop against the weights remaining Pm (Fig. 4a);
 * ``fig5_conv.png``: the same two plus the test and train accuracy at the last
-  iteration (the layout of Fig. 5, used for every net).
+  iteration (the layout of Fig. 5, used for every net);
+* ``fig8_fixed_iterations.png``, instead of Figs. 4 and 5 for a run that reads its
+  accuracy at fixed iterations (``accuracy_at``, the §4 nets): test accuracy
+  against Pm at each of them (the layout of Figs. 7 and 8).
 
 Weights remaining run along a log axis, reversed so that sparser nets sit to
 the right, with ticks at the run's own Pm values (100, 51.3, 21.1, ...).
@@ -34,8 +37,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
 from .config import load_config
-from .results import BRANCH_LABELS, branches_in, points, read_history, summary_rows
+from .results import BRANCH_LABELS, branches_in, fixed_iterations, points, read_history, summary_rows
 from .rundir import Piece, RunDir, write_atomic
+from .train import fixed_accuracy_column
 
 BRANCH_STYLES = {
     "ticket": {"color": "C0", "linestyle": "-"},
@@ -118,6 +122,10 @@ def describe(config):
         words.append("one-shot pruning")
     if config.rewind_iteration:
         words.append(f"rewound to iteration {config.rewind_iteration}")
+    if config.pruning == "global":
+        words.append("global pruning")
+    if config.warmup_iterations and not config.net.endswith("warmup"):
+        words.append(f"warmup over {config.warmup_iterations:,} iterations")
     return ", ".join(words)
 
 
@@ -233,6 +241,15 @@ def figure5(rows, config):
                          f"{describe(config)}: early stopping and final accuracy", ncols=2)
 
 
+def figure_fixed_iterations(rows, config):
+    """The layout of the paper's Figs. 7 and 8 (§4): test accuracy against weights
+    remaining at each fixed iteration of the run (``config.accuracy_at``), one panel each."""
+    panels = [(fixed_accuracy_column(k), f"test accuracy at iteration {k:,}")
+              for k in fixed_iterations(rows)]
+    return metric_panels(rows, panels, f"{describe(config)}: accuracy at fixed iterations",
+                         ncols=len(panels))
+
+
 def read_run(run_dir):
     """The Config and the summary rows of a run directory; clear errors if it is not one.
 
@@ -261,6 +278,9 @@ def draw_figures(run_dir, out_dir=None):
     out = Path(out_dir) if out_dir is not None else RunDir(run_dir).figures
     figures = {"fig3_test_accuracy.png": figure3(run_dir, rows, config)}
     if len({row["level"] for row in rows}) >= 2:
-        figures["fig4_early_stop.png"] = figure4(rows, config)
-        figures["fig5_conv.png"] = figure5(rows, config)
+        if fixed_iterations(rows):   # §4's nets: no early stopping (docs/paper.md §4)
+            figures["fig8_fixed_iterations.png"] = figure_fixed_iterations(rows, config)
+        else:
+            figures["fig4_early_stop.png"] = figure4(rows, config)
+            figures["fig5_conv.png"] = figure5(rows, config)
     return [save_figure(figure, out / name) for name, figure in figures.items()]

@@ -11,7 +11,7 @@ import sys
 import time
 
 from .lottery import Reporter
-from .results import table_header, table_line
+from .results import fixed_iterations, table_header, table_line
 
 LINE_WIDTH = 150
 
@@ -85,9 +85,10 @@ class ConsoleReporter(Reporter):
     def level_done(self, level, rows):
         self.levels_done = level + 1
         self.close()
+        fixed = fixed_iterations(rows)
         if not self.header_printed:
-            print(table_header(self.branches), file=self.out)
+            print(table_header(self.branches, fixed), file=self.out)
             self.header_printed = True
         if rows:
-            print(table_line(rows, level, self.branches), file=self.out, flush=True)
+            print(table_line(rows, level, self.branches, fixed), file=self.out, flush=True)
         self.draw()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .rundir import RunDir, RunFileError, level_pieces, read_json
+from .train import FIXED_PREFIX, fixed_accuracy_column
 
 SUMMARY_COLUMNS = (
     "level", "trial", "branch", "replicate", "weights_remaining",
@@ -23,13 +24,27 @@ SUMMARY_COLUMNS = (
 )
 _INTEGER_COLUMNS = {"level", "trial", "replicate", "early_stop_iteration"}
 
+
+def summary_columns(config):
+    """The summary's columns for ``config``: SUMMARY_COLUMNS, then the test accuracy at
+    each of its ``accuracy_at`` iterations (the paper's §4 measure)."""
+    return SUMMARY_COLUMNS + tuple(fixed_accuracy_column(k) for k in config.accuracy_at)
+
+
+def fixed_iterations(rows):
+    """The iterations of the rows' fixed-iteration accuracies (none for early stopping)."""
+    return [int(name[len(FIXED_PREFIX):]) for name in (rows[0] if rows else ())
+            if name.startswith(FIXED_PREFIX)]
+
+
 BRANCH_LABELS = {"ticket": "winning ticket", "reinit": "random reinit", "random": "random pruning"}
 
 
 def summary_csv(rows):
-    """CSV text of summary rows; floats written with repr, so they read back exactly."""
+    """CSV text of summary rows (the columns of the first row, SUMMARY_COLUMNS if none);
+    floats written with repr, so they read back exactly."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, SUMMARY_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(out, list(rows[0]) if rows else SUMMARY_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
@@ -42,24 +57,25 @@ def summary_rows(run, config):
     Ordered by level, trial, branch, replicate. This, never summary.csv, is
     where the summary comes from: summary.csv is only its written copy.
     """
-    rows = []
+    rows, columns = [], summary_columns(config)
     for level in range(config.rounds + 1):
         for piece in level_pieces(config, level):
             if run.is_done(piece):
-                metrics = read_metrics(run.piece(piece) / "metrics.json", piece)
-                rows.append({column: metrics[column] for column in SUMMARY_COLUMNS})
+                metrics = read_metrics(run.piece(piece) / "metrics.json", piece, columns)
+                rows.append({column: metrics[column] for column in columns})
     return rows
 
 
-def read_metrics(path, piece):
-    """A training's metrics.json, checked: every summary field, of the right type, for ``piece``."""
+def read_metrics(path, piece, columns=SUMMARY_COLUMNS):
+    """A training's metrics.json, checked: every field of ``columns`` (the run's
+    summary_columns), of the right type, for ``piece``."""
     metrics = read_json(path)
     if not isinstance(metrics, dict):
         raise RunFileError(path, "does not hold a JSON object")
-    missing = [name for name in SUMMARY_COLUMNS if name not in metrics]
+    missing = [name for name in columns if name not in metrics]
     if missing:
         raise RunFileError(path, f"lacks the fields {missing}")
-    for name in SUMMARY_COLUMNS:
+    for name in columns:
         value = metrics[name]
         if name == "branch":
             ok = isinstance(value, str)
@@ -132,25 +148,51 @@ def points(rows, branch, metric):
 COLUMN_WIDTH = 10
 
 
-def table_header(branches):
-    """Header lines of the per-level table, for the given branches (in BRANCH_LABELS order)."""
+def _iteration_label(iteration):
+    return f"{iteration // 1000}K" if iteration % 1000 == 0 else str(iteration)
+
+
+def _header_cells(branches, fixed):
     cells = ["level", "weights %"]
     for branch in branches:
-        cells += [f"{branch} stop", f"{branch} acc%"]
-    line = "".join(cell.rjust(COLUMN_WIDTH + 2 * (i > 1)) for i, cell in enumerate(cells))
+        if fixed:   # §4: the test accuracy at each fixed iteration
+            cells += [f"{branch} acc@{_iteration_label(k)}" for k in fixed]
+        else:
+            cells += [f"{branch} stop", f"{branch} acc%"]
+    return cells
+
+
+def _join(cells, header):
+    """The cells right-aligned under the header's: each column as wide as its header
+    cell needs, at least COLUMN_WIDTH (two more after the first two)."""
+    widths = [max(COLUMN_WIDTH + 2 * (i > 1), len(h) + 2) for i, h in enumerate(header)]
+    return "".join(cell.rjust(width) for cell, width in zip(cells, widths))
+
+
+def table_header(branches, fixed=()):
+    """Header lines of the per-level table, for the given branches (in BRANCH_LABELS
+    order); with ``fixed`` iterations (fixed_iterations), §4's columns."""
+    header = _header_cells(branches, fixed)
+    line = _join(header, header)
     return line + "\n" + "-" * len(line)
 
 
-def table_line(rows, level, branches):
+def table_line(rows, level, branches, fixed=()):
     """One level of the table: Pm in percent, then per branch the mean early-stop
-    iteration and the mean test accuracy (%) at that iteration, over trials and replicates."""
+    iteration and the mean test accuracy (%) at that iteration, over trials and
+    replicates; or, with ``fixed`` iterations, the mean test accuracy (%) at each
+    (column "ticket acc@10K": at iteration 10,000)."""
     here = [row for row in rows if row["level"] == level]
     cells = [str(level), f"{100 * here[0]['weights_remaining']:.1f}"]
     for branch in branches:
+        if fixed:
+            accs = [points(here, branch, fixed_accuracy_column(k)) for k in fixed]
+            cells += [f"{100 * acc[0].mean:.2f}" if acc else "-" for acc in accs]
+            continue
         stop = points(here, branch, "early_stop_iteration")
         acc = points(here, branch, "test_acc_at_early_stop")
         cells += [f"{stop[0].mean:.0f}", f"{100 * acc[0].mean:.2f}"] if stop else ["-", "-"]
-    return "".join(cell.rjust(COLUMN_WIDTH + 2 * (i > 1)) for i, cell in enumerate(cells))
+    return _join(cells, _header_cells(branches, fixed))
 
 
 def branches_in(rows):
@@ -159,6 +201,7 @@ def branches_in(rows):
 
 def table(rows):
     """The whole per-level table of a run's summary rows, as text."""
-    branches = branches_in(rows)
+    branches, fixed = branches_in(rows), fixed_iterations(rows)
     levels = sorted({row["level"] for row in rows})
-    return "\n".join([table_header(branches)] + [table_line(rows, lv, branches) for lv in levels])
+    return "\n".join([table_header(branches, fixed)]
+                     + [table_line(rows, lv, branches, fixed) for lv in levels])

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 
-from .results import read_metrics
+from .results import read_metrics, summary_columns
 from .rundir import Piece, RunFileError, level_pieces, load_arrays, set_aside
 from .train import History, evaluation_iterations, read_checkpoint
 
@@ -42,6 +42,7 @@ def check_run(run, config, model, optimizer, notice):
     """
     params = {name: p.shape for name, p in model.named_params().items()}
     masks = {name: m.shape for name, m in model.named_masks().items()}
+    columns = summary_columns(config)
 
     def check(path, consequence, read, required=False):
         """Read ``path`` with ``read``; if damaged, set it aside and say so. True if intact.
@@ -85,7 +86,7 @@ def check_run(run, config, model, optimizer, notice):
             if run.is_done(piece):
                 metrics = {}
                 intact = (check(folder / "metrics.json", again,
-                                lambda path: metrics.update(read_metrics(path, piece)))
+                                lambda path: metrics.update(read_metrics(path, piece, columns)))
                           and check(folder / "history.csv", again,
                                     lambda path: check_history(path, config, metrics), required=True)
                           and (piece.branch != "ticket"
@@ -119,7 +120,7 @@ def check_history(path, config, metrics):
     if history.column("iteration").tolist() != expected:
         raise RunFileError(path, f"does not hold the evaluations at iterations {expected[0]}, "
                                  f"{expected[1] if len(expected) > 1 else ''}..., {expected[-1]}")
-    summary = history.summary()
+    summary = history.summary(config.accuracy_at)
     differs = sorted(name for name, value in summary.items()
                      if name in metrics and not _same(metrics[name], value))
     if differs:

@@ -54,7 +54,7 @@ def parse_layer_rate(text):
         raise argparse.ArgumentTypeError(f"expected LAYER=RATE such as fc1=0.3, got {text!r}")
 
 
-def parse_milestones(text):
+def parse_iterations(text):
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -109,8 +109,11 @@ def build_parser():
                        help="L2 weight decay on the surviving weights (a pruned weight stays 0)")
     group.add_argument("--warmup", type=int, dest="warmup_iterations", metavar="K",
                        help="raise the lr linearly from 0 over the first K iterations (0: none)")
-    group.add_argument("--lr-milestones", type=parse_milestones, metavar="I,J,...",
+    group.add_argument("--lr-milestones", type=parse_iterations, metavar="I,J,...",
                        help="divide the lr by 10 at these iterations ('' for none)")
+    group.add_argument("--accuracy-at", type=parse_iterations, metavar="I,J,...",
+                       help="read the test accuracy at these iterations, as §4 does, instead "
+                            "of at early stopping ('' for early stopping only)")
     group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                        help="random 4-pixel pad-and-crop and horizontal flip of training images")
     group.add_argument("--pruning", choices=["layerwise", "global"],
@@ -139,6 +142,7 @@ def resolve_config(args):
     overrides = {name: getattr(args, name) for name in OVERRIDES}
     overrides.update(optimizer=args.optimizer, rewind_iteration=args.rewind_iteration,
                      one_shot=args.one_shot, lr_milestones=args.lr_milestones,
+                     accuracy_at=args.accuracy_at,
                      augment=args.augment,
                      layer_rates=dict(args.rate) if args.rate else None)
     stored_path = args.out / "config.json"

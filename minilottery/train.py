@@ -66,6 +66,14 @@ def _evaluate(model, x, y, batch_size):
     return total_loss / len(x), correct / len(x)
 
 
+def fixed_accuracy_column(iteration):
+    """The summary's name for the test accuracy at a fixed ``iteration`` (§4's measure)."""
+    return f"{FIXED_PREFIX}{iteration}"
+
+
+FIXED_PREFIX = "test_acc_at_iteration_"
+
+
 @dataclass
 class History:
     """The evaluations of one training run, one row per ``eval_every`` iterations.
@@ -91,8 +99,10 @@ class History:
             raise ValueError("History is empty: no evaluation was recorded")
         return int(np.argmin(self.column("val_loss")))
 
-    def summary(self):
-        """The paper's measurements of this run, as a flat dict of plain numbers."""
+    def summary(self, accuracy_at=()):
+        """The paper's measurements of this run, as a flat dict of plain numbers; and
+        ``test_acc_at_K`` for each iteration K of ``accuracy_at`` (§4's fixed-iteration
+        measure), which must be one of the evaluated iterations."""
         best = self.rows[self.early_stop_index]
         last = self.rows[-1]
         at = dict(zip(HISTORY_COLUMNS, best))
@@ -106,7 +116,15 @@ class History:
             "final_train_acc": float(final["train_acc"]),
             "final_val_acc": float(final["val_acc"]),
             "final_test_acc": float(final["test_acc"]),
+            **{fixed_accuracy_column(k): self._test_acc_at(k) for k in accuracy_at},
         }
+
+    def _test_acc_at(self, iteration):
+        for row in self.rows:
+            if row[0] == iteration:
+                return float(row[HISTORY_COLUMNS.index("test_acc")])
+        raise ValueError(f"iteration {iteration} was not evaluated; the history holds "
+                         f"{[row[0] for row in self.rows]}")
 
     def to_csv(self):
         """The history as CSV text, numbers written with ``repr`` (exact round trip)."""

@@ -3,6 +3,7 @@ the lr schedule (warmup inside step decay), the pad-crop-flip augmentation and i
 seeded stream, global pruning of the conv weights in the lottery, and a ResNet-20
 lottery (on small synthetic images) that resumes after SIGKILL to the same summary."""
 
+import hashlib
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 
 from conftest import seeds
 from minilottery import lottery, pruning
-from minilottery.config import PAPER, QUICK, Config, ConfigError, make_config
+from minilottery.config import Config, ConfigError, make_config
 from minilottery.data import pad_crop_flip
 from minilottery.models import resnet20
 from minilottery.optim import SGD
@@ -69,11 +70,15 @@ def test_the_earlier_nets_keep_their_settings():
     (dict(weight_decay=float("nan")), "weight_decay"),
     (dict(pruning="random"), "pruning"),
     (dict(augment="yes"), "augment"),
+    (dict(accuracy_at=[700]), "accuracy_at 700 is not an iteration that training evaluates"),
+    (dict(accuracy_at=[3_000]), "accuracy_at 3000 is not"),
+    (dict(accuracy_at=[1_000, 500]), "strictly increasing"),
     (dict(pruning="global", one_shot=True), "one_shot pruning is layer-wise only"),
 ])
 def test_bad_section_4_settings_are_named(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        make_config("resnet20", iterations=2_000, **{"lr_milestones": [], **overrides})
+        make_config("resnet20", iterations=2_000, **{"lr_milestones": [], "accuracy_at": [],
+                                                     **overrides})
 
 
 def test_a_config_json_written_before_the_section_4_settings_still_loads():
@@ -82,7 +87,6 @@ def test_a_config_json_written_before_the_section_4_settings_still_loads():
     for name in ("weight_decay", "warmup_iterations", "lr_milestones", "augment", "pruning"):
         del settings_[name]
     line = json.dumps(settings_, sort_keys=True, separators=(",", ":"))
-    import hashlib
     old = json.dumps({**settings_, "fingerprint": {
         "settings": line, "sha256": hashlib.sha256(line.encode()).hexdigest()}})
     assert Config.from_json(old) == config
@@ -92,10 +96,12 @@ def test_the_command_line_reaches_every_section_4_setting(tmp_path):
     args = build_parser().parse_args([
         "resnet20", "--out", str(tmp_path), "--weight-decay", "5e-4", "--warmup", "100",
         "--lr-milestones", "300,400", "--no-augment", "--pruning", "layerwise",
-        "--batch-size", "32", "--iterations", "500", "--momentum", "0.5"])
+        "--batch-size", "32", "--iterations", "500", "--momentum", "0.5",
+        "--accuracy-at", "250,500", "--eval-every", "250"])
     config = resolve_config(args)
     assert (config.weight_decay, config.warmup_iterations, config.lr_milestones) == (5e-4, 100, [300, 400])
     assert (config.augment, config.pruning, config.batch_size, config.momentum) == (False, "layerwise", 32, 0.5)
+    assert config.accuracy_at == [250, 500]
     default = resolve_config(build_parser().parse_args(["resnet20", "--out", str(tmp_path)]))
     assert default.augment and default.pruning == "global"
     none = resolve_config(build_parser().parse_args(
@@ -176,7 +182,7 @@ def tiny_cifar():
 def test_a_resnet_training_continued_from_a_checkpoint_is_the_same_bit_for_bit(tmp_path, tiny_cifar):
     """BatchNorm's running statistics and the augmentation's draws survive the checkpoint."""
     config = make_config("resnet20-warmup", iterations=12, eval_every=4, batch_size=16,
-                         warmup_iterations=6, lr_milestones=[9])
+                         warmup_iterations=6, lr_milestones=[9], accuracy_at=[])
 
     def run(checkpoint=None, stop_at=None):
         model = resnet20(seed=3)
@@ -243,7 +249,8 @@ def _conv_counts(masks):
 @pytest.mark.parametrize("mode", ["global", "layerwise"])
 def test_a_resnet_lottery_prunes_its_conv_weights_as_the_mode_says(tmp_path, tiny_cifar, mode):
     config = make_config("resnet20", iterations=4, eval_every=4, batch_size=16, rounds=2,
-                         lr_milestones=[], reinits=1, random_prunes=0, pruning=mode)
+                         lr_milestones=[], accuracy_at=[4], conv_rate=0.2, reinits=1,
+                         random_prunes=0, pruning=mode)
     lottery.run_experiment(config, tmp_path / "run", data=tiny_cifar)
     run = RunDir(tmp_path / "run")
     dense = load_arrays(run.mask(0, 0))
@@ -271,9 +278,9 @@ KILLABLE_RESNET = textwrap.dedent("""
     x = rng.standard_normal((160, 3, 8, 8)).astype(np.float32)
     data = SimpleNamespace(x_train=x[:96], y_train=labels[:96], x_val=x[96:128],
                            y_val=labels[96:128], x_test=x[128:], y_test=labels[128:])
-    config = make_config("resnet20-warmup", iterations=24, eval_every=4, batch_size=16,
-                         rounds=2, warmup_iterations=8, lr_milestones=[16], reinits=1,
-                         random_prunes=0)
+    config = make_config("resnet20-warmup", iterations=12, eval_every=4, batch_size=16,
+                         rounds=2, warmup_iterations=4, lr_milestones=[8], reinits=1,
+                         random_prunes=0, accuracy_at=[4, 12])
     lottery.run_experiment(config, sys.argv[1], data=data)
 """)
 
@@ -302,6 +309,40 @@ def test_a_resnet_run_killed_with_sigkill_resumes_to_the_same_summary(tmp_path):
         assert all(np.array_equal(whole[k], again[k]) for k in whole)
 
 
-def test_the_quick_presets_exist_for_the_section_4_nets():
-    for net in ("resnet20", "resnet20-warmup", "vgg19", "vgg19-warmup"):
-        assert set(QUICK[net]) >= {"iterations", "lr"} and PAPER[net]["pruning"] == "global"
+@pytest.mark.parametrize("net", ["resnet20", "resnet20-warmup", "vgg19", "vgg19-warmup"])
+def test_the_quick_presets_shorten_the_papers_schedule_alike(net):
+    paper, quick = make_config(net, "paper"), make_config(net)
+    assert (quick.optimizer, quick.momentum, quick.weight_decay, quick.batch_size, quick.lr) == (
+        paper.optimizer, paper.momentum, paper.weight_decay, paper.batch_size, paper.lr)
+    ratio = quick.iterations / paper.iterations
+    assert ratio == pytest.approx(1 / 20, rel=1e-3)
+    for short, long in [*zip(quick.lr_milestones, paper.lr_milestones),
+                        *zip(quick.accuracy_at, paper.accuracy_at),
+                        (quick.warmup_iterations, paper.warmup_iterations)]:
+        assert short == pytest.approx(long * ratio, abs=1)
+    assert quick.pruning == "global" and quick.augment
+    model = resnet20(seed=0) if net.startswith("resnet") else None
+    if model is not None:
+        kept = pruning.kept_after_rounds(267_696, quick.conv_rate, quick.rounds)
+        assert kept / 267_696 == pytest.approx(0.125, abs=1e-4)
+
+
+def test_a_fixed_iteration_run_reports_those_accuracies_in_summary_table_and_figure(tmp_path, tiny_cifar):
+    from minilottery.plots import draw_figures
+    from minilottery.results import read_history, read_summary, table
+    config = make_config("resnet20-warmup", iterations=8, eval_every=4, batch_size=16, rounds=1,
+                         warmup_iterations=4, lr_milestones=[], accuracy_at=[4, 8], reinits=1,
+                         random_prunes=0)
+    rows = lottery.run_experiment(config, tmp_path / "run", data=tiny_cifar)
+    assert read_summary(tmp_path / "run") == rows
+    for row in rows:
+        piece = Piece(row["trial"], row["level"], row["branch"], row["replicate"])
+        history = read_history(tmp_path / "run", piece)
+        assert [row["test_acc_at_iteration_4"], row["test_acc_at_iteration_8"]] == \
+            history["test_acc"].tolist()
+    text = table(rows).splitlines()
+    assert text[0].split() == ["level", "weights", "%", "ticket", "acc@4", "ticket", "acc@8",
+                               "reinit", "acc@4", "reinit", "acc@8"]
+    assert f"{100 * rows[0]['test_acc_at_iteration_8']:.2f}" in text[2]
+    names = sorted(p.name for p in draw_figures(tmp_path / "run"))
+    assert names == ["fig3_test_accuracy.png", "fig8_fixed_iterations.png"]
