@@ -2,6 +2,13 @@
 hypothesis strategies."""
 
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import strategies as st
@@ -102,3 +109,30 @@ def local_dask(tmp_path_factory):
         patch.setenv(CHECKPOINTS_ENV, str(tmp_path_factory.mktemp("worker-checkpoints")))
         with DaskExecutor("local:2", allowed_failures=1) as executor:
             yield executor
+
+
+# -- a run killed with SIGKILL --------------------------------------------------------
+
+def run_killed_and_resumed(tmp_path, script_text, kill_when, after_kill=None, timeout=300):
+    """Run ``script_text`` (a program taking a run directory) to the end in tmp_path/whole;
+    run it again in tmp_path/killed, SIGKILL it as soon as the file ``kill_when(killed)``
+    exists, call ``after_kill(killed)``, and run it once more to resume. Returns the two
+    run directories, for the caller to compare."""
+    script = tmp_path / "run.py"
+    script.write_text(script_text)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    subprocess.run([sys.executable, str(script), str(whole)], check=True, env=env)
+    process = subprocess.Popen([sys.executable, str(script), str(killed)], env=env)
+    deadline = time.monotonic() + timeout
+    while not kill_when(killed).exists():
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline, f"{kill_when(killed)} did not appear in {timeout} s"
+        time.sleep(0.01)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    if after_kill is not None:
+        after_kill(killed)
+    subprocess.run([sys.executable, str(script), str(killed)], check=True, env=env)
+    return whole, killed

@@ -1,23 +1,16 @@
 """The prune-reset experiment: masks, resets, resume, reproducibility, and the paper's effect."""
 
-import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import run_killed_and_resumed
 from minilottery import lottery, pieces, pruning
 from minilottery.config import make_config
 from minilottery.data import load_mnist
 from minilottery.results import read_summary
 from minilottery.rundir import Piece, RunDir, load_arrays
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -182,28 +175,17 @@ KILLABLE_RUN = textwrap.dedent("""
 
 
 def test_run_killed_with_sigkill_resumes_to_the_same_summary(tmp_path):
-    script = tmp_path / "run.py"
-    script.write_text(KILLABLE_RUN)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run([sys.executable, str(script), str(tmp_path / "whole")], check=True, env=env)
+    def something_left(killed):
+        assert lottery.pieces_to_do(make_config(
+            "lenet", iterations=150, eval_every=50, rounds=3, trials=1, reinits=1,
+            random_prunes=1, fc_rate=0.5, output_rate=0.25), killed), "nothing left to resume"
 
-    killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, str(script), str(killed)], env=env)
-    # Kill it in the middle of level 2, once some of its trainings are finished.
-    deadline = time.monotonic() + 120
-    while not (RunDir(killed).piece(Piece(0, 2, "ticket")) / "metrics.json").exists():
-        assert process.poll() is None, "the run ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert lottery.pieces_to_do(make_config("lenet", iterations=150, eval_every=50, rounds=3,
-                                            trials=1, reinits=1, random_prunes=1, fc_rate=0.5,
-                                            output_rate=0.25), killed), "nothing left to resume"
-    subprocess.run([sys.executable, str(script), str(killed)], check=True, env=env)
+    # Killed in the middle of level 2, once some of its trainings are finished.
+    whole, killed = run_killed_and_resumed(
+        tmp_path, KILLABLE_RUN, lambda run: RunDir(run).piece(Piece(0, 2, "ticket")) / "metrics.json",
+        after_kill=something_left, timeout=120)
     assert not list(killed.rglob("*.tmp")), "a killed write's temporary file was left behind"
-    assert (killed / "summary.csv").read_bytes() == (tmp_path / "whole" / "summary.csv").read_bytes()
+    assert (killed / "summary.csv").read_bytes() == (whole / "summary.csv").read_bytes()
 
 
 @pytest.mark.slow

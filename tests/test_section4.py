@@ -5,12 +5,7 @@ lottery (on small synthetic images) that resumes after SIGKILL to the same summa
 
 import hashlib
 import json
-import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import seeds
+from conftest import run_killed_and_resumed, seeds
 from minilottery import lottery, pruning
 from minilottery.config import Config, ConfigError, make_config
 from minilottery.data import pad_crop_flip
@@ -29,8 +24,6 @@ from minilottery.pieces import learning_rate, make_optimizer
 from minilottery.rundir import Piece, RunDir, load_arrays
 from minilottery.run import build_parser, resolve_config
 from minilottery.train import augmentation_rng, train
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 # -- settings ---------------------------------------------------------------------------
@@ -286,27 +279,19 @@ KILLABLE_RESNET = textwrap.dedent("""
 
 
 def test_a_resnet_run_killed_with_sigkill_resumes_to_the_same_summary(tmp_path):
-    script = tmp_path / "run.py"
-    script.write_text(KILLABLE_RESNET)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run([sys.executable, str(script), str(tmp_path / "whole")], check=True, env=env)
+    """Killed after level 1's ticket, inside level 2's: the resumed run's summary and
+    trained weights are those of the uninterrupted one, bit for bit."""
+    def level_2_unfinished(killed):
+        assert not (killed / "trial0" / "level02" / "ticket" / "metrics.json").exists()
 
-    killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, str(script), str(killed)], env=env)
-    deadline = time.monotonic() + 300
-    while not (RunDir(killed).piece(Piece(0, 1, "ticket")) / "metrics.json").exists():
-        assert process.poll() is None, "the run ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (killed / "trial0" / "level02" / "ticket" / "metrics.json").exists()
-    subprocess.run([sys.executable, str(script), str(killed)], check=True, env=env)
-    assert (killed / "summary.csv").read_bytes() == (tmp_path / "whole" / "summary.csv").read_bytes()
-    for name in ("final.npz",):
-        whole = load_arrays(tmp_path / "whole" / "trial0" / "level02" / "ticket" / name)
-        again = load_arrays(killed / "trial0" / "level02" / "ticket" / name)
-        assert all(np.array_equal(whole[k], again[k]) for k in whole)
+    whole, killed = run_killed_and_resumed(
+        tmp_path, KILLABLE_RESNET,
+        lambda run: RunDir(run).piece(Piece(0, 1, "ticket")) / "metrics.json",
+        after_kill=level_2_unfinished)
+    assert (killed / "summary.csv").read_bytes() == (whole / "summary.csv").read_bytes()
+    final = Path("trial0") / "level02" / "ticket" / "final.npz"
+    expected, again = load_arrays(whole / final), load_arrays(killed / final)
+    assert all(np.array_equal(expected[k], again[k]) for k in expected)
 
 
 @pytest.mark.parametrize("net", ["resnet20", "resnet20-warmup", "vgg19", "vgg19-warmup"])
