@@ -10,6 +10,7 @@ import numpy as np
 
 from . import kernels
 from .layers import Conv2d, Dropout, ReLU
+from .normalization import BatchNorm2d
 from .protocol import Layer, children, walk
 
 
@@ -37,12 +38,13 @@ class Sequential(Layer):
         return {layer.name: layer for layer in self.layers}
 
     def _fuses_relu(self, index):
-        """True when layer `index` is a Conv2d directly followed by a ReLU. Such a pair runs
-        as one pass, Conv2d.forward(x, relu=True): the bias, the ReLU and the move to NCHW
-        share one trip over memory (and backward the ReLU's mask joins the reverse move).
-        The ReLU layer itself is then skipped; the result is the same, bit for bit."""
-        return (isinstance(self.layers[index], Conv2d) and index + 1 < len(self.layers)
-                and type(self.layers[index + 1]) is ReLU)
+        """True when layer `index` is a Conv2d or a BatchNorm2d directly followed by a ReLU.
+        Such a pair runs as one pass, forward(x, relu=True): for a Conv2d the bias, the ReLU
+        and the move to NCHW share one trip over memory, for a BatchNorm2d the affine map
+        and the ReLU (and backward the ReLU's mask joins the first pass). The ReLU layer
+        itself is then skipped; the result is the same, bit for bit."""
+        return (isinstance(self.layers[index], (Conv2d, BatchNorm2d))
+                and index + 1 < len(self.layers) and type(self.layers[index + 1]) is ReLU)
 
     def forward(self, x, training=True):
         index = 0

@@ -21,11 +21,94 @@ dx = dout * gamma / sqrt(running_var + eps).
 
 gamma and beta are parameters (initialised to 1 and 0) but never prunable: they have no
 mask and are not counted among the weights.
+
+The work is three Numba kernels, one channel per ``prange`` iteration: the statistics
+(two passes, summed in float64), the affine map y = x * (gamma / std) + (beta - mu gamma /
+std), and the backward pass (its two sums, then dx, in one visit of the channel). A
+channel is summed in one fixed order by one thread, so the numbers do not depend on how
+many threads run. ``forward(x, relu=True)`` also applies a following ReLU in the same
+pass (Sequential fuses BatchNorm2d + ReLU so); backward then masks dout by y > 0 first.
 """
 
 import numpy as np
+from numba import njit, prange
 
 from .protocol import Layer, _checked
+
+
+@njit(cache=True, parallel=True)
+def batch_statistics(x, mean, var):
+    """mean[c], var[c] (float64): the mean and the biased variance of channel c of x (N, C, H, W)."""
+    n, channels, h, w = x.shape
+    m = n * h * w
+    for c in prange(channels):
+        total = 0.0
+        for i in range(n):
+            for j in range(h):
+                for k in range(w):
+                    total += x[i, c, j, k]
+        mu = total / m
+        squares = 0.0
+        for i in range(n):
+            for j in range(h):
+                for k in range(w):
+                    d = x[i, c, j, k] - mu
+                    squares += d * d
+        mean[c] = mu
+        var[c] = squares / m
+
+
+@njit(cache=True, parallel=True)
+def scale_shift(x, scale, shift, relu, y):
+    """y = x * scale[c] + shift[c] per channel c, then max(y, 0) if ``relu``."""
+    n, channels, h, w = x.shape
+    zero = y.dtype.type(0.0)
+    for plane in prange(n * channels):
+        i, c = plane // channels, plane % channels
+        a, b = scale[c], shift[c]
+        for j in range(h):
+            for k in range(w):
+                v = x[i, c, j, k] * a + b
+                y[i, c, j, k] = max(v, zero) if relu else v
+
+
+@njit(cache=True, parallel=True)
+def batchnorm_backward(dout, x, y, relu, mean, inv_std, gamma, batch_stats, input_grad,
+                       dgamma, dbeta, dx):
+    """With g = dout (masked by y > 0 if ``relu``) and x_hat = (x - mean) inv_std, per
+    channel: dbeta = sum g, dgamma = sum g x_hat, and, if ``input_grad``,
+    dx = gamma inv_std (g - dbeta / m - x_hat dgamma / m)  (``batch_stats``) or
+    dx = gamma inv_std g (fixed statistics)."""
+    n, channels, h, w = x.shape
+    m = n * h * w
+    zero = dout.dtype.type(0.0)
+    for c in prange(channels):
+        mu, s = mean[c], inv_std[c]
+        sum_g = 0.0
+        sum_gx = 0.0
+        for i in range(n):
+            for j in range(h):
+                for k in range(w):
+                    g = dout[i, c, j, k]
+                    if relu and y[i, c, j, k] <= zero:
+                        g = zero
+                    sum_g += g
+                    sum_gx += g * ((x[i, c, j, k] - mu) * s)
+        dbeta[c] = sum_g
+        dgamma[c] = sum_gx
+        if not input_grad:
+            continue
+        a = gamma[c] * s
+        mean_g = sum_g / m if batch_stats else 0.0
+        mean_gx = sum_gx / m if batch_stats else 0.0
+        for i in range(n):
+            for j in range(h):
+                for k in range(w):
+                    g = dout[i, c, j, k]
+                    if relu and y[i, c, j, k] <= zero:
+                        g = zero
+                    x_hat = (x[i, c, j, k] - mu) * s
+                    dx[i, c, j, k] = a * (g - mean_g - x_hat * mean_gx)
 
 
 class BatchNorm2d(Layer):
@@ -47,44 +130,47 @@ class BatchNorm2d(Layer):
         self.running_var = np.ones(self.channels, dtype=np.float32)
         self.frozen = False
 
-    def forward(self, x, training=True):
+    def forward(self, x, training=True, relu=False):
+        """Normalise x (N, C, H, W); with ``relu=True``, max(that, 0) in the same pass."""
         gamma = self.params["gamma"]
         x = np.asarray(x)
         if x.ndim != 4 or x.shape[1] != self.channels:
             raise self._bad_shape("input", f"(N, {self.channels}, H, W)", x.shape)
-        x = x.astype(gamma.dtype, copy=False)
+        x = np.ascontiguousarray(x, dtype=gamma.dtype)
         m = x.shape[0] * x.shape[2] * x.shape[3]
-        if training and not self.frozen:
+        batch_stats = training and not self.frozen
+        if batch_stats:
             if m < 2:
                 raise ValueError(f"{self.describe()}: batch statistics need more than one value "
                                  f"per channel, got input of shape {x.shape}")
-            mean = x.mean(axis=(0, 2, 3))
-            var = ((x - mean[:, None, None]) ** 2).mean(axis=(0, 2, 3))
+            mean, var = np.empty(self.channels), np.empty(self.channels)
+            batch_statistics(x, mean, var)
             self.running_mean[...] = (1 - self.momentum) * self.running_mean + self.momentum * mean
             self.running_var[...] = ((1 - self.momentum) * self.running_var
                                      + self.momentum * var * (m / (m - 1)))
         else:
-            mean, var = self.running_mean.astype(x.dtype), self.running_var.astype(x.dtype)
-        inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)
-        x_hat = (x - mean[:, None, None]) * inv_std[:, None, None]
-        y = x_hat * gamma[:, None, None] + self.params["beta"][:, None, None]
-        self._saved = (x_hat, inv_std, training and not self.frozen) if training else None
+            mean = self.running_mean.astype(np.float64)
+            var = self.running_var.astype(np.float64)
+        inv_std = 1.0 / np.sqrt(var + self.eps)
+        scale = gamma * inv_std
+        shift = self.params["beta"] - mean * scale
+        y = np.empty_like(x)
+        scale_shift(x, scale.astype(x.dtype), shift.astype(x.dtype), relu, y)
+        self._saved = (x, y if relu else None, mean, inv_std, batch_stats) if training else None
         return y
 
     def backward(self, dout, input_grad=True):
-        x_hat, inv_std, batch_statistics = self._take_saved()
+        x, relu_out, mean, inv_std, batch_stats = self._take_saved()
         gamma = self.params["gamma"]
-        dout = self._check_dout(dout, x_hat.shape).astype(gamma.dtype, copy=False)
-        np.sum(dout * x_hat, axis=(0, 2, 3), out=self.grads["gamma"])
-        np.sum(dout, axis=(0, 2, 3), out=self.grads["beta"])
-        if not input_grad:
-            return None
-        d_hat = dout * gamma[:, None, None]
-        if batch_statistics:
-            m = x_hat.shape[0] * x_hat.shape[2] * x_hat.shape[3]
-            d_hat = d_hat - (self.grads["beta"] * gamma / m)[:, None, None] \
-                - x_hat * (self.grads["gamma"] * gamma / m)[:, None, None]
-        return d_hat * inv_std[:, None, None]
+        dout = np.ascontiguousarray(self._check_dout(dout, x.shape), dtype=gamma.dtype)
+        dgamma, dbeta = np.empty(self.channels), np.empty(self.channels)
+        dx = np.empty_like(x) if input_grad else np.empty((0, 0, 0, 0), x.dtype)
+        relu = relu_out is not None
+        batchnorm_backward(dout, x, relu_out if relu else x, relu, mean, inv_std,
+                           gamma.astype(np.float64), batch_stats, input_grad, dgamma, dbeta, dx)
+        self.grads["gamma"][...] = dgamma
+        self.grads["beta"][...] = dbeta
+        return dx if input_grad else None
 
     def own_state(self):
         return {"running_mean": self.running_mean.copy(), "running_var": self.running_var.copy()}

@@ -151,3 +151,41 @@ def test_agrees_with_torch(training):
     assert np.allclose(ours.grads["beta"], theirs.bias.grad.numpy(), atol=1e-4)
     assert np.allclose(ours.running_mean, theirs.running_mean.numpy(), atol=1e-6)
     assert np.allclose(ours.running_var, theirs.running_var.numpy(), atol=1e-5)
+
+
+@settings(deadline=None, max_examples=10)
+@given(shape=st.tuples(st.integers(1, 4), st.integers(1, 5), st.integers(1, 5),
+                       st.integers(1, 5)).filter(lambda s: s[0] * s[2] * s[3] >= 2),
+       seed=seeds, training=st.booleans())
+def test_the_fused_relu_is_batchnorm_then_relu_bit_for_bit(shape, seed, training):
+    from minilottery.layers import ReLU
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(np.float32)
+    dout = rng.standard_normal(shape).astype(np.float32)
+    fused, plain, relu = BatchNorm2d(shape[1]), BatchNorm2d(shape[1]), ReLU()
+    gamma = rng.standard_normal(shape[1]).astype(np.float32)
+    fused.params["gamma"][...] = plain.params["gamma"][...] = gamma
+    y = fused.forward(x, training, relu=True)
+    np.testing.assert_array_equal(y, relu.forward(plain.forward(x, training), training))
+    if training:
+        dx = fused.backward(dout)
+        np.testing.assert_array_equal(dx, plain.backward(relu.backward(dout)))
+        np.testing.assert_array_equal(fused.grads["gamma"], plain.grads["gamma"])
+        np.testing.assert_array_equal(fused.grads["beta"], plain.grads["beta"])
+
+
+def test_the_numbers_do_not_depend_on_the_thread_count():
+    from minilottery.threads import use_threads
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((16, 6, 9, 9)).astype(np.float32)
+    dout = rng.standard_normal(x.shape).astype(np.float32)
+    results = []
+    for threads in (1, 2, 3):
+        layer = BatchNorm2d(6)
+        with use_threads(threads):
+            y = layer.forward(x)
+            dx = layer.backward(dout)
+        results.append((y, dx, layer.grads["gamma"].copy(), layer.running_var.copy()))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
