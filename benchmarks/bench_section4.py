@@ -147,7 +147,7 @@ def profile(net, reps=3):
         for method in ("forward", "backward"):
             original = getattr(layer, method)
 
-            def timed(*args, _original=original, _key=(type(layer).__name__, method, layer), **kw):
+            def timed(*args, _original=original, _key=(type(layer).__name__, method, path), **kw):
                 start = time.perf_counter()
                 result = _original(*args, **kw)
                 spent[_key] += time.perf_counter() - start
@@ -168,10 +168,12 @@ def profile(net, reps=3):
     print(f"{net}, batch {BATCH[net]}: forward + backward {total:.3f} s (last step)")
     for key, seconds in by_type.most_common():
         print(f"  {key:24} {seconds:.3f} s")
-    layers = collections.Counter({layer: s / reps for (_, _, layer), s in spent.items()})
+    layers = collections.Counter()
+    for (_, _, path), seconds in spent.items():
+        layers[path] += seconds / reps
     print("  slowest layers (forward + backward):")
-    for layer, seconds in layers.most_common(8):
-        print(f"    {layer.describe() if hasattr(layer, 'describe') else layer!r:60} {seconds:.3f} s")
+    for path, seconds in layers.most_common(10):
+        print(f"    {path:32} {seconds:.3f} s")
 
 
 def main():

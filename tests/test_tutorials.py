@@ -37,7 +37,8 @@ def cifar10_available():
 
 def test_the_tutorials_exist_and_are_numbered_in_order():
     numbers = [int(path.name[:2]) for path in NOTEBOOKS]
-    assert numbers == list(range(1, 8)), [path.name for path in NOTEBOOKS]
+    assert numbers == list(range(1, len(NOTEBOOKS) + 1)) and len(NOTEBOOKS) >= 8, \
+        [path.name for path in NOTEBOOKS]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
