@@ -46,10 +46,24 @@ class Sequential(Layer):
         return (isinstance(self.layers[index], (Conv2d, BatchNorm2d))
                 and index + 1 < len(self.layers) and type(self.layers[index + 1]) is ReLU)
 
+    def _folds_batchnorm(self, index):
+        """True when layer `index` is a Conv2d directly followed by a BatchNorm2d (and the
+        BatchNorm's statistics are fixed: evaluation). In evaluation the pair runs as one
+        convolution with folded weights (Conv2d.folded_with), and a ReLU after them joins
+        it: one pass instead of three. The result equals the unfolded one to float32
+        round-off, not bit for bit."""
+        return (isinstance(self.layers[index], Conv2d) and index + 1 < len(self.layers)
+                and type(self.layers[index + 1]) is BatchNorm2d)
+
     def forward(self, x, training=True):
         index = 0
         while index < len(self.layers):
-            if self._fuses_relu(index):
+            if not training and self._folds_batchnorm(index):
+                conv, bn = self.layers[index], self.layers[index + 1]
+                relu = index + 2 < len(self.layers) and type(self.layers[index + 2]) is ReLU
+                x = conv.forward(x, False, relu=relu, weights=conv.folded_with(bn))
+                index += 3 if relu else 2
+            elif self._fuses_relu(index):
                 x = self.layers[index].forward(x, training, relu=True)
                 index += 2
             else:

@@ -246,12 +246,19 @@ class Conv2d(Layer):
         winograd.input_transform(x_group, rows)
         return rows, V
 
-    def forward(self, x, training=True, relu=False):
+    def forward(self, x, training=True, relu=False, weights=None):
         """The convolution; with ``relu=True``, max(convolution, 0) in the same pass (what
-        Sequential uses for a Conv2d followed by a ReLU). backward then takes dL/d(that)."""
+        Sequential uses for a Conv2d followed by a ReLU). backward then takes dL/d(that).
+        ``weights=(W, b)`` convolves with those instead of the layer's own, in evaluation
+        only (Sequential's BatchNorm folding, see ``folded_with``)."""
         x = self._check_input(x)
-        W = self.params["W"]
-        b = self.params.get("b")
+        if weights is not None:
+            if training:
+                raise ValueError(f"{self.describe()}: other weights are for evaluation only")
+            W, b = weights
+        else:
+            W = self.params["W"]
+            b = self.params.get("b")
         if b is None:                          # bias=False
             b = np.zeros(self.out_channels, dtype=W.dtype)
         n, o, oh, ow = self.output_shape(x.shape)
@@ -284,6 +291,17 @@ class Conv2d(Layer):
         threads.parallel_pieces(len(pieces), work)
         self._saved = (x, out if relu else None, U) if training else None
         return out
+
+    def folded_with(self, bn):
+        """(W', b'): this convolution followed by the BatchNorm2d ``bn`` in evaluation, as
+        one convolution. With a = gamma / sqrt(running_var + eps) per output channel,
+        bn(conv(x)) = a (W * x + b - running_mean) + beta, so W' = a W and
+        b' = a (b - running_mean) + beta."""
+        W = self.params["W"]
+        a = bn.params["gamma"] / np.sqrt(bn.running_var.astype(np.float64) + bn.eps)
+        b = self.params["b"] if "b" in self.params else np.zeros(self.out_channels)
+        folded_b = a * (b - bn.running_mean) + bn.params["beta"]
+        return ((W * a[:, None, None, None]).astype(W.dtype), folded_b.astype(W.dtype))
 
     def backward(self, dout, input_grad=True):
         x, relu_out, U = self._take_saved()

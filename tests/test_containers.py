@@ -16,6 +16,7 @@ from minilottery.layers import Conv2d, Dense, Dropout, Flatten, ReLU
 from minilottery.losses import softmax_cross_entropy
 from minilottery.models import basic_block, resnet20, vgg19
 from minilottery.optim import SGD
+from minilottery.normalization import BatchNorm2d
 from minilottery.protocol import walk
 from minilottery.pruning import kept_after_rounds, prune_globally
 from minilottery.train import HISTORY_COLUMNS, History, load_checkpoint, save_checkpoint
@@ -209,3 +210,22 @@ def test_dropout_inside_a_container_is_reseeded_by_its_position():
     inner_a, inner_b = a["inner"]["dropout1"], b["inner"]["dropout1"]
     assert np.array_equal(inner_a.forward(x), inner_b.forward(x))
     assert not np.array_equal(a["dropout1"].forward(x), inner_a.forward(x))
+
+
+def test_evaluation_folds_batchnorm_into_the_convolution_to_float32_round_off(monkeypatch):
+    rng = np.random.default_rng(11)
+    model = resnet20(seed=1)
+    x = rng.standard_normal((6, 3, 8, 8)).astype(np.float32)
+    for _ in range(3):                     # running statistics away from 0 and 1
+        model.forward(x * 3 + 1, training=True)
+    for _, layer in walk(model):
+        if isinstance(layer, BatchNorm2d):
+            layer.params["gamma"][...] = rng.uniform(0.5, 2, layer.channels)
+            layer.params["beta"][...] = rng.standard_normal(layer.channels)
+    folded = model.forward(x, training=False)
+
+    monkeypatch.setattr(Sequential, "_folds_batchnorm", lambda self, index: False)
+    plain = model.forward(x, training=False)
+    assert np.abs(folded - plain).max() <= 1e-4 * np.abs(plain).max()
+    with pytest.raises(ValueError, match="evaluation only"):
+        model.layers[0].forward(x, training=True, weights=model.layers[0].folded_with(model.layers[1]))
