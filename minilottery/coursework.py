@@ -362,6 +362,14 @@ From this directory:
 
 The grader prints PASS or FAIL per exercise with the first failing check
 (expected vs got) and exits with status 0 only when every exercise passes.
+
+## What to hand in
+
+The files of the table, as they are in this copy: only the functions named
+there are graded, each on its own, with the teacher's version of everything
+else (other functions, other files, the tests). Edit only those functions
+(in a notebook, the exercise's cell, keeping its metadata); a syntax error
+in one of them fails that exercise alone.
 To step through a Numba kernel in plain Python, set NUMBA_DISABLE_JIT=1.
 """
 
@@ -381,7 +389,7 @@ def _python_source(cell_text):
                    for line in cell_text.splitlines(keepends=True))
 
 
-def run_notebook(path, exercise_id, workdir=None):
+def run_notebook(path, exercise_id, workdir=None, before_run=None):
     """Execute the code cells of a notebook, in order, up to and including the cell of
     exercise ``exercise_id``, in one fresh namespace; return the namespace.
 
@@ -390,7 +398,9 @@ def run_notebook(path, exercise_id, workdir=None):
     that stops on the stub of *another* exercise (say the check cell of exercise 1.1,
     run while grading 1.2), another exercise's own cell that does not compile or
     raises, and a cell that misses a function of another exercise (a NameError) count
-    as run: each exercise is graded on its own."""
+    as run: each exercise is graded on its own. ``before_run()``, if given, is called
+    once every cell file is written, before the first cell runs (the grader's worker
+    forbids file writes there)."""
     path = Path(path)
     notebook = read_notebook(path)
     cells = notebook_exercise_cells(notebook)
@@ -404,11 +414,14 @@ def run_notebook(path, exercise_id, workdir=None):
     other_stubs = {ex.stub_message for ex in EXERCISES if ex.id != exercise_id}
     other_cells = {index for other, index in cells.items() if other != exercise_id}
     other_names = {name for ex in EXERCISES if ex.id != exercise_id for name in ex.names}
+    cell_files = {}
     for index, cell in enumerate(notebook["cells"][:cells[exercise_id]], start=1):
-        if cell.get("cell_type") != "code":
-            continue
-        cell_file = workdir / f"{path.stem}_cell{index:03d}.py"
-        cell_file.write_text(_python_source(_cell_source(cell)), encoding="utf-8")
+        if cell.get("cell_type") == "code":
+            cell_files[index] = workdir / f"{path.stem}_cell{index:03d}.py"
+            cell_files[index].write_text(_python_source(_cell_source(cell)), encoding="utf-8")
+    if before_run is not None:
+        before_run()
+    for index, cell_file in cell_files.items():
         another = index in other_cells    # another exercise's cell: its errors are not ours
         try:
             code = compile(cell_file.read_text(encoding="utf-8"), str(cell_file), "exec")

@@ -28,14 +28,15 @@ What runs where, when ``python -m minilottery.coursework grade`` grades one exer
    for any process of that session or carrying the run's token, and kills it too.
 
 What this does not protect against: the worker runs as the teacher's user, so it
-can read and write whatever that user can (the grader checks afterwards that the
-teacher's package and tests are byte-identical, and refuses the verdict if not,
-but cannot undo other damage), use the network, or kill the grader (which only
-makes the exercise fail). A real sandbox is a container, e.g.
+can read whatever that user can, use the network, or kill the grader (which only
+makes the exercise fail). It cannot write to files before any student code runs
+(RLIMIT_FSIZE 0), but it can delete or rename what that user may; the grader hashes
+the teacher's package and tests before and after, and withholds the verdict if
+they changed, but cannot undo such damage. A real sandbox is a container, e.g.
 
     docker run --rm --network none --read-only --tmpfs /tmp --memory 4g --pids-limit 256 \\
-        -v "$PWD/submissions:/submissions:ro" -v "$PWD/results:/results" teacher-image \\
-        python -I -m minilottery.coursework grade /submissions --out /results
+        -v "$PWD/submissions:/submissions:ro" teacher-image \\
+        python -I -m minilottery.coursework grade /submissions/alice
 
 This module uses only the standard library at import time (NumPy is imported where
 arrays cross the pipe), as coursework.py does.
@@ -331,6 +332,20 @@ class StudentError(Exception):
     """An exception raised by the student's function, as text: 'TypeError: ...'."""
 
 
+def _no_writes():
+    """From here on this process cannot write a byte to any file (a write fails with
+    EFBIG; CPython ignores SIGXFSZ): not the teacher's tests, not a report. Numba's
+    cache=True stops saving, so that compiling does not fail."""
+    if resource.getrlimit(resource.RLIMIT_FSIZE)[0] == 0:
+        return
+    try:
+        from numba.core import caching
+        caching.Cache.save_overload = lambda self, signature, data: None
+    except ImportError:
+        pass
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+
 def _worker_main(spec):
     """In the child: load the student's functions, then answer calls until stdin closes."""
     out, stdin = sys.stdout.buffer, sys.stdin.buffer
@@ -340,9 +355,11 @@ def _worker_main(spec):
     import coursework
     try:
         if spec["notebook"]:
-            namespace = coursework.run_notebook(spec["notebook"], spec["exercise"])
+            namespace = coursework.run_notebook(spec["notebook"], spec["exercise"],
+                                                workdir=tempfile.mkdtemp(), before_run=_no_writes)
         else:
             import importlib
+            _no_writes()                  # decorators and defaults run at import
             namespace = vars(importlib.import_module(spec["module"]))
         functions = {name: namespace[name] for name in spec["names"]}
     except coursework.ImplementationError as error:     # names the file and cell
@@ -351,12 +368,7 @@ def _worker_main(spec):
     except Exception as error:
         send(out, {"error": f"importing {spec['module']} failed: {type(error).__name__}: {error}"})
         return
-    # From here on the student's code cannot write a byte to any file (a write fails
-    # with EFBIG; CPython ignores SIGXFSZ): not the teacher's tests, not a report.
-    if "numba" in sys.modules:            # so Numba's cache=True cannot write either
-        from numba.core import caching
-        caching.Cache.save_overload = lambda self, sig, data: None
-    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+    _no_writes()
     send(out, {"ready": True})
     while True:
         try:

@@ -4,7 +4,6 @@ so nothing of the submission is on sys.path), and checks that it scores what its
 honest content earns and that the teacher's files are byte-identical afterwards."""
 
 import json
-import os
 import re
 import shutil
 import subprocess
