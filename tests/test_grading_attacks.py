@@ -244,3 +244,18 @@ def test_terminal_control_sequences_are_stripped_from_the_report(teacher, stubs)
     assert_all_fail(status, verdicts, out)
     assert verdicts["4.1"][1] == "ValueError: red done", out
     assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", out), repr(out)
+
+
+def test_a_notebook_cell_cannot_write_to_the_teachers_files(teacher, stubs):
+    path = stubs / coursework.BY_ID["1.1"].file
+    notebook = coursework.read_notebook(path)
+    cell = next(c for c in notebook["cells"]
+                if "1.1" in c.get("metadata", {}).get("minilottery", {}).get("exercises", []))
+    target = teacher / "tests" / "coursework" / "conftest.py"
+    cell["source"] = [f"with open({str(target)!r}, 'a') as teacher_file:\n",
+                      f"    teacher_file.write({PLUGIN!r})\n"]
+    coursework.write_notebook(path, notebook)
+    status, verdicts, out = grade(teacher, stubs)      # asserts the fingerprint is unchanged
+    assert_all_fail(status, verdicts, out)
+    assert verdicts["1.1"][1].endswith("raised OSError: [Errno 27] File too large"), out
+    assert verdicts["1.2"][1].startswith("NotImplementedError: Exercise 1.2"), out
