@@ -256,12 +256,16 @@ class Worker:
 
     def _answer(self):
         import threading
-        timer = threading.Timer(self.timeout, self.kill)
+        timed_out = threading.Event()
+        timer = threading.Timer(self.timeout, lambda: (timed_out.set(), self.kill()))
         timer.start()
         try:
             return receive(self.process.stdout)
         except EOFError:
             self.kill()
+            if timed_out.is_set():
+                raise WorkerError(f"timed out after {self.timeout:g} s (an endless loop? a very "
+                                  f"slow implementation?)") from None
             error = strip_controls(self.process.stderr.read().decode(errors="replace")).strip()
             raise WorkerError(f"the student's code stopped the process "
                               f"({error.splitlines()[-1] if error else 'no message'})") from None

@@ -259,3 +259,16 @@ def test_a_notebook_cell_cannot_write_to_the_teachers_files(teacher, stubs):
     assert_all_fail(status, verdicts, out)
     assert verdicts["1.1"][1].endswith("raised OSError: [Errno 27] File too large"), out
     assert verdicts["1.2"][1].startswith("NotImplementedError: Exercise 1.2"), out
+
+
+def test_an_endless_loop_is_stopped_by_the_time_limit(tmp_path, handout):
+    module = tmp_path / "pruning.py"
+    shutil.copy2(handout / "minilottery" / "pruning.py", module)
+    text = module.read_text(encoding="utf-8")
+    module.write_text(re.sub(r'raise NotImplementedError\("Exercise 4\.1: [^\n]*',
+                             "while True:\n        pass", text), encoding="utf-8")
+    done = subprocess.run([sys.executable, "-I", "-m", "minilottery.coursework", "grade",
+                           str(module), "--timeout", "3"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "timed out after 3 s" in done.stdout, done.stdout
