@@ -10,8 +10,16 @@ that one source:
     python -m minilottery.coursework list               the exercises
     python -m minilottery.coursework build OUT_DIR      the student copy: every block replaced by
                                                         raise NotImplementedError("Exercise 2.3: ...")
-    python -m minilottery.coursework grade SUBMISSION   run each exercise's tests on a student's
-                                                        copy, module or notebook; print a score
+    python -I -m minilottery.coursework grade SUBMISSION
+                                                        grade a student's copy, module or
+                                                        notebook; print a score
+
+Grading never runs the student's code in the grading process, never trusts a file
+or an exit status the student's code could write, and grades each exercise with the
+teacher's solution of every other exercise in place: minilottery/grading.py says
+how, and what this does not protect against. Run the grader with ``-I`` from the
+teacher's installation (``python -I`` keeps the current directory off sys.path, so
+grading from inside a submission cannot import the submission's copy of the grader).
 
 The module reads top to bottom: 1. the registry of exercises, 2. stripping a
 source (a module or a notebook) down to its student version, 3. building the
@@ -37,9 +45,20 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import types
 from dataclasses import dataclass
 from pathlib import Path
+
+try:
+    from . import grading
+except ImportError:       # loaded by file path (the tests' conftest, the grader's worker)
+    import importlib.util
+    _spec = importlib.util.spec_from_file_location(
+        "_minilottery_grading_for_tests", Path(__file__).resolve().parent / "grading.py")
+    grading = sys.modules.setdefault(_spec.name, importlib.util.module_from_spec(_spec))
+    if not hasattr(grading, "Worker"):
+        _spec.loader.exec_module(grading)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_DIR.parent                  # the copy this module belongs to
@@ -343,6 +362,14 @@ From this directory:
 
 The grader prints PASS or FAIL per exercise with the first failing check
 (expected vs got) and exits with status 0 only when every exercise passes.
+
+## What to hand in
+
+The files of the table, as they are in this copy: only the functions named
+there are graded, each on its own, with the teacher's version of everything
+else (other functions, other files, the tests). Edit only those functions
+(in a notebook, the exercise's cell, keeping its metadata); a syntax error
+in one of them fails that exercise alone.
 To step through a Numba kernel in plain Python, set NUMBA_DISABLE_JIT=1.
 """
 
@@ -362,14 +389,18 @@ def _python_source(cell_text):
                    for line in cell_text.splitlines(keepends=True))
 
 
-def run_notebook(path, exercise_id, workdir=None):
+def run_notebook(path, exercise_id, workdir=None, before_run=None):
     """Execute the code cells of a notebook, in order, up to and including the cell of
     exercise ``exercise_id``, in one fresh namespace; return the namespace.
 
     Each cell is written to a file first (so tracebacks show its lines and Numba's
     cache=True works) and run with __name__ == "__main__", as Jupyter does. A cell
     that stops on the stub of *another* exercise (say the check cell of exercise 1.1,
-    run while grading 1.2) counts as run: each exercise is graded on its own."""
+    run while grading 1.2), another exercise's own cell that does not compile or
+    raises, and a cell that misses a function of another exercise (a NameError) count
+    as run: each exercise is graded on its own. ``before_run()``, if given, is called
+    once every cell file is written, before the first cell runs (the grader's worker
+    forbids file writes there)."""
     path = Path(path)
     notebook = read_notebook(path)
     cells = notebook_exercise_cells(notebook)
@@ -381,20 +412,29 @@ def run_notebook(path, exercise_id, workdir=None):
     workdir = Path(workdir)
     namespace = {"__name__": "__main__"}
     other_stubs = {ex.stub_message for ex in EXERCISES if ex.id != exercise_id}
+    other_cells = {index for other, index in cells.items() if other != exercise_id}
+    other_names = {name for ex in EXERCISES if ex.id != exercise_id for name in ex.names}
+    cell_files = {}
     for index, cell in enumerate(notebook["cells"][:cells[exercise_id]], start=1):
-        if cell.get("cell_type") != "code":
-            continue
-        cell_file = workdir / f"{path.stem}_cell{index:03d}.py"
-        cell_file.write_text(_python_source(_cell_source(cell)), encoding="utf-8")
+        if cell.get("cell_type") == "code":
+            cell_files[index] = workdir / f"{path.stem}_cell{index:03d}.py"
+            cell_files[index].write_text(_python_source(_cell_source(cell)), encoding="utf-8")
+    if before_run is not None:
+        before_run()
+    for index, cell_file in cell_files.items():
+        another = index in other_cells    # another exercise's cell: its errors are not ours
         try:
             code = compile(cell_file.read_text(encoding="utf-8"), str(cell_file), "exec")
         except SyntaxError as error:
+            if another:
+                continue
             raise ImplementationError(f"{path.name}, cell {index}: SyntaxError: {error.msg} "
                                       f"(line {error.lineno} of the cell)") from None
         try:
             exec(code, namespace)
         except Exception as error:
-            if isinstance(error, NotImplementedError) and str(error) in other_stubs:
+            if another or (isinstance(error, NotImplementedError) and str(error) in other_stubs) \
+                    or (isinstance(error, NameError) and getattr(error, "name", None) in other_names):
                 continue
             raise ImplementationError(f"{path.name}, cell {index} raised "
                                       f"{type(error).__name__}: {error}") from error
@@ -437,7 +477,6 @@ def _load(ex, notebook):
         except Exception as error:
             raise ImplementationError(f"importing {ex.module} failed: "
                                       f"{type(error).__name__}: {error}") from error
-        _check_origin(module)
         namespace, where = vars(module), ex.file
     missing = [name for name in ex.names if not callable(namespace.get(name))]
     if missing:
@@ -446,28 +485,23 @@ def _load(ex, notebook):
     return types.SimpleNamespace(**{name: namespace[name] for name in ex.names})
 
 
-def _check_origin(module):
-    """When grading, the module must come from the submission, not another installed copy."""
-    expected = os.environ.get("MINILOTTERY_GRADE_PACKAGE")
-    if expected and not Path(module.__file__).resolve().is_relative_to(Path(expected).resolve()):
-        raise ImplementationError(f"{module.__name__} was imported from {module.__file__}, "
-                                  f"not from the submission in {expected}")
-
-
 # ----------------------------------------------------------------------------
 # 5. Grade
 # ----------------------------------------------------------------------------
 
 @dataclass
 class Target:
-    """One exercise to grade: in ``package`` (the directory put on PYTHONPATH), or in a
-    notebook run against that package; ``shown`` is the file named in the report."""
+    """One exercise to grade, from the student's file ``source`` (a module, or a notebook
+    run against the teacher's package); ``shown`` is the file named in the report."""
 
     exercise: Exercise
-    package: Path
+    source: Path
     shown: str
-    notebook: Path = None
     problem: str = None      # set when the exercise cannot even be run (e.g. a missing file)
+
+    @property
+    def notebook(self):
+        return self.source is not None and self.source.suffix == ".ipynb"
 
 
 @dataclass
@@ -482,9 +516,9 @@ class GradeError(RuntimeError):
     """The submission cannot be graded at all (not a file or copy the grader knows)."""
 
 
-def find_targets(submission, scratch):
-    """What to grade in a submission: a student copy (a directory with minilottery/),
-    one of its modules, or a notebook. ``scratch`` is a temporary directory."""
+def find_targets(submission, scratch=None):
+    """What to grade in a submission: a student copy (a directory: every exercise of the
+    registry, a missing one with its problem), one of its modules, or a notebook."""
     submission = Path(submission).resolve()
     if submission.is_dir():
         return _directory_targets(submission)
@@ -492,8 +526,7 @@ def find_targets(submission, scratch):
         raise GradeError(f"{submission} does not exist")
     if submission.suffix == ".ipynb":
         ids = notebook_exercise_cells(read_notebook(submission))
-        targets = [Target(BY_ID[i], PROJECT_ROOT, submission.name, submission)
-                   for i in sorted(ids) if i in BY_ID]
+        targets = [Target(BY_ID[i], submission, submission.name) for i in sorted(ids) if i in BY_ID]
         if not targets:
             raise GradeError(f"{submission.name} has no exercise cells (no cell with "
                              f"minilottery exercise metadata or a BEGIN SOLUTION marker)")
@@ -503,85 +536,123 @@ def find_targets(submission, scratch):
         if not exercises:
             raise GradeError(f"{submission.name} holds no exercise; the graded modules are "
                              f"{', '.join(sorted({Path(ex.file).name for ex in EXERCISES if ex.file.endswith('.py')}))}")
-        # The grader's own package with this one module swapped in.
-        package = scratch / "package"
-        shutil.copytree(PACKAGE_DIR, package / "minilottery",
-                        ignore=shutil.ignore_patterns(*SKIPPED, *("*" + s for s in SKIPPED_SUFFIXES)))
-        for ex in exercises:
-            shutil.copy2(submission, package / ex.file)
-        return [Target(ex, package, submission.name) for ex in exercises]
+        return [Target(ex, submission, submission.name) for ex in exercises]
     raise GradeError(f"{submission.name}: grade a student copy (a directory), a .py module "
                      f"or an .ipynb notebook")
 
 
 def _directory_targets(root):
-    if not (root / "minilottery" / "__init__.py").is_file():
-        raise GradeError(f"{root} is not a student copy: it has no minilottery/__init__.py")
+    """One target per exercise of the teacher's registry, from the file the registry
+    names: extra notebooks and extra exercise tags add nothing, a missing file or
+    notebook cell scores 0."""
     targets = []
     for ex in EXERCISES:
         path = root / ex.file
         if not path.is_file():
-            targets.append(Target(ex, root, ex.file, problem=f"{ex.file} is missing"))
-        elif path.suffix == ".py":
-            targets.append(Target(ex, root, ex.file))
-    for notebook in sorted((root / "tutorials").glob("*.ipynb")):
-        try:
-            ids = notebook_exercise_cells(read_notebook(notebook))
-        except ValueError as error:
-            targets += [Target(ex, root, notebook.relative_to(root).as_posix(), problem=str(error))
-                        for ex in EXERCISES if ex.file == notebook.relative_to(root).as_posix()]
-            continue
-        targets += [Target(BY_ID[i], root, notebook.relative_to(root).as_posix(), notebook)
-                    for i in sorted(ids) if i in BY_ID]
-    return sorted(targets, key=lambda target: EXERCISES.index(target.exercise))
+            targets.append(Target(ex, None, ex.file, problem=f"{ex.file} is missing"))
+        elif path.suffix == ".ipynb":
+            try:
+                found = ex.id in notebook_exercise_cells(read_notebook(path))
+                problem = None if found else (f"{ex.file} has no cell of exercise {ex.id} "
+                                              f"(its cell metadata is gone)")
+            except ValueError as error:
+                problem = str(error)
+            targets.append(Target(ex, path, ex.file, problem=problem))
+        else:
+            targets.append(Target(ex, path, ex.file))
+    return targets
+
+
+def _teacher_copy(folder):
+    """A pristine copy of the teacher's package and exercise tests in ``folder``."""
+    grading.copy_tree(PACKAGE_DIR, folder / "minilottery")
+    grading.copy_tree(TESTS_DIR, folder / "tests" / "coursework")
+    return folder
 
 
 def run_exercise_tests(target, scratch, timeout):
-    """Run the pytest marker of one exercise in a fresh interpreter whose ``import
-    minilottery`` finds the submission; return its Result."""
+    """Grade one exercise in isolation (see minilottery/grading.py): the teacher's tests,
+    in a process of the teacher's code, call the student's functions in a worker built
+    from the teacher's package with only this exercise's functions swapped in. The
+    verdict comes from the signed report of the tests' process, nothing else."""
     ex = target.exercise
     if target.problem:
         return Result(ex, target.shown, False, target.problem)
-    workdir = Path(tempfile.mkdtemp(prefix=f"grade-{ex.marker}-", dir=scratch))
-    ini = workdir / "pytest.ini"
-    ini.write_text("[pytest]\n", encoding="utf-8")   # not the project's: no pythonpath = .
-    report = workdir / "report.json"
-    env = dict(os.environ, PYTHONPATH=str(target.package), PYTHONDONTWRITEBYTECODE="1",
-               MINILOTTERY_GRADE_REPORT=str(report), MINILOTTERY_GRADE_PACKAGE=str(target.package),
-               MPLBACKEND="Agg")
-    env.setdefault("NUMBA_CACHE_DIR", str(scratch / "numba-cache"))  # never in the submission
-    env.pop("MINILOTTERY_NOTEBOOK", None)
-    if target.notebook is not None:
-        env["MINILOTTERY_NOTEBOOK"] = str(target.notebook)
-    command = [sys.executable, "-m", "pytest", str(TESTS_DIR), "-m", ex.marker, "-q", "-x",
-               "-p", "no:cacheprovider", "-c", str(ini), "--rootdir", str(workdir),
-               "--confcutdir", str(TESTS_DIR)]
+    work = Path(tempfile.mkdtemp(prefix=f"grade-{ex.marker}-", dir=scratch))
+    teacher = _teacher_copy(work / "teacher")
+    tree = grading.copy_tree(PACKAGE_DIR, work / "tree" / "minilottery").parent
+    spec = {"tree": str(tree), "exercise": ex.id, "names": list(ex.names), "module": ex.module,
+            "notebook": None, "token": grading.secrets.token_hex(16), "scratch": str(work)}
     try:
-        done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True,
-                              timeout=timeout)
+        if target.notebook:
+            spec["notebook"] = str(shutil.copy(target.source, work / target.source.name))
+        else:
+            teacher_text = (PACKAGE_DIR.parent / ex.file).read_text(encoding="utf-8")
+            student_text = target.source.read_text(encoding="utf-8", errors="replace")
+            (tree / ex.file).write_text(grading.splice(teacher_text, student_text, ex.names,
+                                                       target.shown, ex.id), encoding="utf-8")
+    except grading.SubmissionError as error:
+        return Result(ex, target.shown, False, str(error))
+    (work / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+    secret = grading.new_secret()
+    # Non-dumpable first, then the secret: the tests' conftest finds it in __main__.
+    boot = ("import ctypes, sys; ctypes.CDLL(None).prctl(4, 0, 0, 0, 0); "
+            "GRADING_INPUT = sys.stdin.buffer.read().decode().splitlines(); "
+            "sys.path.insert(0, sys.argv.pop(1)); import pytest; sys.exit(pytest.main(sys.argv[1:]))")
+    command = [sys.executable, "-I", "-c", boot, str(teacher), str(teacher / "tests" / "coursework"),
+               "-m", ex.marker, "-q", "-p", "no:cacheprovider", "-c", str(work / "pytest.ini"),
+               "--rootdir", str(work)]
+    read_end, write_end = os.pipe()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8", "MPLBACKEND": "Agg",
+           "PYTHONDONTWRITEBYTECODE": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+           "NUMBA_CACHE_DIR": str(work / "numba"), "MINILOTTERY_GRADING": "1",
+           "MINILOTTERY_REPORT_FD": str(write_end), "MINILOTTERY_TIMEOUT": f"{timeout:g}"}
+    tests = subprocess.Popen(command, cwd=work, env=env, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             pass_fds=(write_end,), start_new_session=True)
+    os.close(write_end)
+    chunks = []
+    def read_all():
+        while True:
+            chunk = os.read(read_end, 1 << 20)
+            if not chunk:
+                return
+            chunks.append(chunk)
+    reader = threading.Thread(target=read_all, daemon=True)
+    reader.start()
+    try:
+        output, _ = tests.communicate(f"{secret.hex()}\n{json.dumps(spec)}\n".encode(),
+                                      timeout=timeout * 4 + 30)
     except subprocess.TimeoutExpired:
         return Result(ex, target.shown, False,
                       f"timed out after {timeout:g} s (an endless loop? a very slow implementation?)")
-    return _result_from_report(target, done, report)
+    finally:
+        grading.kill_session(tests.pid, spec["token"])
+        reader.join(5)
+        os.close(read_end)
+    return _verdict(target, b"".join(chunks), secret, spec["token"], output)
 
 
-def _result_from_report(target, done, report):
+def _verdict(target, raw, secret, token, output):
     ex = target.exercise
     try:
-        tests = json.loads(report.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        message = json.loads(raw.decode("utf-8"))
+        payload = message["payload"]
+        good = grading.hmac.compare_digest(message["mac"], grading.sign(secret, payload.encode()))
+        report = json.loads(payload) if good else None
+        tests = report["tests"] if report and report["token"] == token else None
+    except (ValueError, KeyError, TypeError, AttributeError):
         tests = None
-    if tests is None:   # pytest could not even start the tests: show its last error line
-        output = (done.stdout + "\n" + done.stderr).strip().splitlines()
-        errors = [line.strip() for line in output if re.search(r"Error\b|error:", line)]
+    if tests is None:   # the tests' process gave no valid report: show its last error line
+        lines = output.decode("utf-8", errors="replace").strip().splitlines()
+        errors = [line.strip() for line in lines if re.search(r"Error\b|error:", line)]
         return Result(ex, target.shown, False,
-                      f"the tests could not run: {(errors or output or ['no output'])[-1]}")
+                      f"the tests could not run: {(errors or lines or ['no output'])[-1]}")
     failures = [test for test in tests if test["outcome"] == "failed"]
     if failures:
         return Result(ex, target.shown, False, failures[0]["message"])
-    if not any(test["outcome"] == "passed" for test in tests) or done.returncode != 0:
-        return Result(ex, target.shown, False,
-                      f"no test of marker {ex.marker} passed (pytest exit status {done.returncode})")
+    if not any(test["outcome"] == "passed" for test in tests):
+        return Result(ex, target.shown, False, f"no test of marker {ex.marker} passed")
     return Result(ex, target.shown, True)
 
 
@@ -589,11 +660,16 @@ def grade(submission, *, timeout=90.0, jobs=2):
     """Grade a submission: one Result per exercise found in it, in registry order."""
     if not TESTS_DIR.is_dir():
         raise GradeError(f"the exercise tests are missing: expected them in {TESTS_DIR}")
+    submission = Path(submission).resolve()
+    before = grading.digest(PACKAGE_DIR), grading.digest(TESTS_DIR)
     with tempfile.TemporaryDirectory(prefix="minilottery-grade-") as scratch:
         scratch = Path(scratch)
         targets = find_targets(submission, scratch)
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             results = list(pool.map(lambda t: run_exercise_tests(t, scratch, timeout), targets))
+    if (grading.digest(PACKAGE_DIR), grading.digest(TESTS_DIR)) != before:
+        raise GradeError(f"the teacher's package or tests ({PACKAGE_DIR}, {TESTS_DIR}) changed "
+                         f"while grading {submission}: no verdict; restore them from git")
     return results
 
 
@@ -601,9 +677,11 @@ def format_report(results):
     lines = []
     for result in results:
         verdict = "PASS" if result.passed else "FAIL"
-        lines.append(f"{verdict}  {result.exercise.id}  {result.exercise.title}  [{result.shown}]")
+        shown = grading.strip_controls(result.shown)
+        lines.append(f"{verdict}  {result.exercise.id}  {result.exercise.title}  [{shown}]")
         if not result.passed:
-            lines.append(f"      {result.message}")
+            message = " ".join(grading.strip_controls(result.message).split())
+            lines.append(f"      {message}")
     passed = sum(result.passed for result in results)
     lines.append(f"Score: {passed}/{len(results)} exercises pass")
     return "\n".join(lines)

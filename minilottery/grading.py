@@ -1,0 +1,399 @@
+"""The isolated runner of the grader: student code runs only in a worker process.
+
+What runs where, when ``python -m minilottery.coursework grade`` grades one exercise:
+
+1. The grading process (the teacher's installation) builds a per-exercise tree in a
+   fresh temporary directory: a copy of the *teacher's* package in which only the
+   exercise's functions are replaced by the student's (found by name with ``ast``;
+   a notebook exercise runs the student's notebook against that package). A syntax
+   error elsewhere in the submission therefore cannot fail this exercise, and a
+   syntax error here is reported with the student's file and line.
+2. It starts the *teacher's* exercise tests (a fresh copy of tests/coursework) in a
+   pytest process that imports no student code. That process makes itself
+   non-dumpable (prctl PR_SET_DUMPABLE 0: a same-user process can neither ptrace it
+   nor open its /proc files) and reads a random per-run secret from its stdin.
+3. The ``student`` fixture of those tests starts the worker: ``python -I`` (no
+   PYTHONPATH, no user site, no current directory on sys.path, so no submission
+   ``sitecustomize``/``usercustomize``/``conftest.py``/plugin can load), a clean
+   environment with a fresh HOME, a CPU-time and an address-space limit, in its own
+   session. The tests call the student's functions through proxies: arguments and
+   results cross a pipe as JSON plus ``.npy`` arrays (never pickle, so a hostile
+   worker cannot run code in the tests' process). Every assertion runs in the tests'
+   process, on data it received; in-place updates are copied back.
+4. The tests' process writes its report, signed with an HMAC under the secret, to a
+   pipe inherited from the grading process (the worker does not inherit it). The
+   grading process accepts only a report with a valid signature; it never reads an
+   exit status or a file the worker could write.
+5. The worker's session is killed at the end, and the grading process sweeps /proc
+   for any process of that session or carrying the run's token, and kills it too.
+
+What this does not protect against: the worker runs as the teacher's user, so it
+can read whatever that user can, use the network, or kill the grader (which only
+makes the exercise fail). It cannot write to files before any student code runs
+(RLIMIT_FSIZE 0), but it can delete or rename what that user may; the grader hashes
+the teacher's package and tests before and after, and withholds the verdict if
+they changed, but cannot undo such damage. A real sandbox is a container, e.g.
+
+    docker run --rm --network none --read-only --tmpfs /tmp --memory 4g --pids-limit 256 \\
+        -v "$PWD/submissions:/submissions:ro" teacher-image \\
+        python -I -m minilottery.coursework grade /submissions/alice
+
+This module uses only the standard library at import time (NumPy is imported where
+arrays cross the pipe), as coursework.py does.
+"""
+
+import ast
+import hashlib
+import hmac
+import io
+import json
+import os
+import re
+import resource
+import secrets
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+MEMORY_LIMIT = 4 * 2**30          # bytes of address space for a worker (Numba needs room)
+MAX_MESSAGE = 256 * 2**20         # the largest message a worker may send
+CONTROL = re.compile(r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]?"
+                     r"|[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]")
+
+
+def strip_controls(text):
+    """``text`` without terminal control sequences (CSI, OSC, other escapes) and C0/C1
+    control characters, except newline and tab."""
+    return CONTROL.sub("", str(text))
+
+
+def make_undumpable():
+    """prctl(PR_SET_DUMPABLE, 0): no same-user ptrace, /proc/self/{mem,fd,environ} root-owned."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+# ----------------------------------------------------------------------------
+# The per-exercise tree
+# ----------------------------------------------------------------------------
+
+class SubmissionError(Exception):
+    """The student's file cannot provide the exercise (the message names file and line)."""
+
+
+def function_sources(text, names, shown, asked=""):
+    """{name: source of the top-level def, decorators included} for the student's file."""
+    try:
+        tree = ast.parse(text, filename=shown)
+    except SyntaxError as error:
+        raise SubmissionError(f"{shown}, line {error.lineno}: SyntaxError: {error.msg}") from None
+    lines = text.splitlines(keepends=True)
+    found = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in names:
+            start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            found[node.name] = (start, node.end_lineno, "".join(lines[start - 1:node.end_lineno]))
+    missing = [name for name in names if name not in found]
+    if missing:
+        raise SubmissionError(f"{shown} defines no function {', '.join(missing)}{asked}")
+    return found
+
+
+def splice(teacher_text, student_text, names, shown, exercise_id):
+    """The teacher's module with the functions ``names`` (of exercise ``exercise_id``)
+    replaced by the student's."""
+    asked = f" (exercise {exercise_id} asks for {', '.join(names)})"
+    theirs = function_sources(student_text, names, shown, asked)
+    ours = function_sources(teacher_text, names, "the teacher's " + shown)
+    lines = teacher_text.splitlines(keepends=True)
+    for name in sorted(names, key=lambda n: -ours[n][0]):      # bottom up: line numbers hold
+        start, end, _ = ours[name]
+        lines[start - 1:end] = [theirs[name][2]]
+    return "".join(lines)
+
+
+def copy_tree(source, target, ignore=("__pycache__", "*.pyc", "*.nbi", "*.nbc")):
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(*ignore))
+    return target
+
+
+def digest(folder):
+    """A SHA-256 over every file's relative path and bytes under ``folder``."""
+    total = hashlib.sha256()
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".nbi", ".nbc"):
+            total.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
+    return total.hexdigest()
+
+
+# ----------------------------------------------------------------------------
+# Messages over a pipe: JSON plus arrays, never pickle
+# ----------------------------------------------------------------------------
+
+ALLOWED_CLASSES = {"minilottery.config.Config", "minilottery.rundir.Piece"}
+
+
+def encode(value, arrays):
+    import numpy as np
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (np.ndarray, np.generic)):
+        arrays.append(np.asarray(value))
+        return {"array": len(arrays) - 1, "scalar": isinstance(value, np.generic)}
+    if isinstance(value, (tuple, list)):
+        return {"tuple" if isinstance(value, tuple) else "list": [encode(v, arrays) for v in value]}
+    if isinstance(value, dict):
+        return {"dict": [[encode(k, arrays), encode(v, arrays)] for k, v in value.items()]}
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    if kind in ALLOWED_CLASSES:
+        import dataclasses
+        return {"class": kind, "fields": encode({f.name: getattr(value, f.name)
+                                                 for f in dataclasses.fields(value)}, arrays)}
+    if kind == "minilottery.rundir.RunDir":
+        return {"rundir": str(value.root)}
+    if callable(getattr(value, "named_params", None)):      # a model: its arrays only
+        return {"model": encode({"params": value.named_params(),
+                                 "masks": value.named_masks()}, arrays)}
+    raise TypeError(f"cannot send a {kind} between the grader and the student's code")
+
+
+def decode(value, arrays):
+    if not isinstance(value, dict):
+        return value
+    if "array" in value:
+        array = arrays[value["array"]]
+        return array[()] if value.get("scalar") else array
+    if "tuple" in value:
+        return tuple(decode(v, arrays) for v in value["tuple"])
+    if "list" in value:
+        return [decode(v, arrays) for v in value["list"]]
+    if "dict" in value:
+        return {decode(k, arrays): decode(v, arrays) for k, v in value["dict"]}
+    if "class" in value and value["class"] in ALLOWED_CLASSES:
+        import importlib
+        module, name = value["class"].rsplit(".", 1)
+        return getattr(importlib.import_module(module), name)(**decode(value["fields"], arrays))
+    if "rundir" in value:
+        from minilottery.rundir import RunDir
+        return RunDir(value["rundir"])
+    if "model" in value:
+        parts = decode(value["model"], arrays)
+        return types.SimpleNamespace(named_params=lambda: parts["params"],
+                                     named_masks=lambda: parts["masks"])
+    raise ValueError(f"unknown value in a message: {sorted(value)}")
+
+
+def send(stream, message):
+    import numpy as np
+    arrays = []
+    skeleton = json.dumps(encode(message, arrays)).encode()
+    buffer = io.BytesIO()
+    for array in arrays:
+        np.save(buffer, array, allow_pickle=False)
+    body = struct.pack("<QQ", len(skeleton), len(arrays)) + skeleton + buffer.getvalue()
+    stream.write(struct.pack("<Q", len(body)) + body)
+    stream.flush()
+
+
+def receive(stream):
+    import numpy as np
+    header = stream.read(8)
+    if len(header) < 8:
+        raise EOFError("the student's process ended without an answer")
+    (size,) = struct.unpack("<Q", header)
+    if size > MAX_MESSAGE:
+        raise ValueError(f"the student's process sent {size} bytes, more than {MAX_MESSAGE}")
+    body = stream.read(size)
+    if len(body) < size:
+        raise EOFError("the student's process ended in the middle of an answer")
+    n_skeleton, n_arrays = struct.unpack("<QQ", body[:16])
+    skeleton = json.loads(body[16:16 + n_skeleton])
+    buffer = io.BytesIO(body[16 + n_skeleton:])
+    arrays = [np.load(buffer, allow_pickle=False) for _ in range(n_arrays)]
+    return decode(skeleton, arrays)
+
+
+# ----------------------------------------------------------------------------
+# The worker, and its proxy in the tests' process
+# ----------------------------------------------------------------------------
+
+def _limits(cpu_seconds):
+    def apply():
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    return apply
+
+
+class Worker:
+    """The student's code in a child process: ``call(name, *args)`` runs one function."""
+
+    def __init__(self, spec, timeout):
+        """``spec``: {"tree": the per-exercise tree, "exercise": id, "names": [...],
+        "notebook": a notebook or None, "token": the run's token, "scratch": a folder}."""
+        self.timeout, self.token = timeout, spec["token"]
+        home = Path(tempfile.mkdtemp(prefix="home-", dir=spec["scratch"]))
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "TMPDIR": str(home),
+               "LANG": "C.UTF-8", "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1",
+               "NUMBA_CACHE_DIR": str(home / "numba"), "OMP_NUM_THREADS": "1",
+               "MINILOTTERY_WORKER_TOKEN": self.token}
+        self.process = subprocess.Popen(
+            [sys.executable, "-I", __file__, "--worker", json.dumps(spec)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=home, env=env, start_new_session=True, close_fds=True,
+            preexec_fn=_limits(int(timeout) + 1))
+        self.session = self.process.pid
+        self.ready = self._answer()
+
+    def _answer(self):
+        import threading
+        timed_out = threading.Event()
+        timer = threading.Timer(self.timeout, lambda: (timed_out.set(), self.kill()))
+        timer.start()
+        try:
+            return receive(self.process.stdout)
+        except EOFError:
+            self.kill()
+            if timed_out.is_set():
+                raise WorkerError(f"timed out after {self.timeout:g} s (an endless loop? a very "
+                                  f"slow implementation?)") from None
+            error = strip_controls(self.process.stderr.read().decode(errors="replace")).strip()
+            raise WorkerError(f"the student's code stopped the process "
+                              f"({error.splitlines()[-1] if error else 'no message'})") from None
+        finally:
+            timer.cancel()
+
+    def call(self, name, args):
+        send(self.process.stdin, {"call": name, "args": list(args)})
+        return self._answer()
+
+    def kill(self):
+        kill_session(self.session, self.token)
+
+
+class WorkerError(Exception):
+    pass
+
+
+def kill_session(session, token):
+    """SIGKILL every process of ``session`` (the worker's) or whose environment carries
+    ``token`` (a descendant that called setsid), until none is left."""
+    for _ in range(50):
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                sid = int(stat.rsplit(")", 1)[1].split()[3])
+                state = stat.rsplit(")", 1)[1].split()[0]
+                marked = sid == session or f"MINILOTTERY_WORKER_TOKEN={token}".encode() in \
+                    (entry / "environ").read_bytes().split(b"\0")
+            except (OSError, ValueError, IndexError):
+                continue
+            if marked and state != "Z":
+                found.append(int(entry.name))
+        if not found:
+            return
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.02)
+
+
+def student_proxy(worker, names):
+    """A namespace of callables that run the student's functions in ``worker`` and copy
+    back the arguments they changed in place."""
+    import numpy as np
+
+    def proxy(name):
+        def call(*args):
+            answer = worker.call(name, args)
+            if "error" in answer:
+                raise StudentError(answer["error"])
+            for sent, back in zip(args, answer["args"]):
+                if isinstance(sent, np.ndarray) and isinstance(back, np.ndarray) \
+                        and back.shape == sent.shape and sent.flags.writeable:
+                    np.copyto(sent, back, casting="unsafe")
+            return answer["result"]
+        call.__name__ = name
+        return call
+    return types.SimpleNamespace(**{name: proxy(name) for name in names})
+
+
+class StudentError(Exception):
+    """An exception raised by the student's function, as text: 'TypeError: ...'."""
+
+
+def _no_writes():
+    """From here on this process cannot write a byte to any file (a write fails with
+    EFBIG; CPython ignores SIGXFSZ): not the teacher's tests, not a report. Numba's
+    cache=True stops saving, so that compiling does not fail."""
+    if resource.getrlimit(resource.RLIMIT_FSIZE)[0] == 0:
+        return
+    try:
+        from numba.core import caching
+        caching.Cache.save_overload = lambda self, signature, data: None
+    except ImportError:
+        pass
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+
+def _worker_main(spec):
+    """In the child: load the student's functions, then answer calls until stdin closes."""
+    out, stdin = sys.stdout.buffer, sys.stdin.buffer
+    sys.stdout = sys.stderr                   # the student's prints never reach the pipe
+    sys.path.insert(0, spec["tree"])
+    sys.path.insert(1, str(Path(__file__).resolve().parent))   # coursework.py, for notebooks
+    import coursework
+    try:
+        if spec["notebook"]:
+            namespace = coursework.run_notebook(spec["notebook"], spec["exercise"],
+                                                workdir=tempfile.mkdtemp(), before_run=_no_writes)
+        else:
+            import importlib
+            _no_writes()                  # decorators and defaults run at import
+            namespace = vars(importlib.import_module(spec["module"]))
+        functions = {name: namespace[name] for name in spec["names"]}
+    except coursework.ImplementationError as error:     # names the file and cell
+        send(out, {"error": str(error)})
+        return
+    except Exception as error:
+        send(out, {"error": f"importing {spec['module']} failed: {type(error).__name__}: {error}"})
+        return
+    _no_writes()
+    send(out, {"ready": True})
+    while True:
+        try:
+            request = receive(stdin)
+        except EOFError:
+            return
+        args = request["args"]
+        try:
+            result = functions[request["call"]](*args)
+            send(out, {"result": result, "args": args})
+        except Exception as error:
+            send(out, {"error": f"{type(error).__name__}: {error}"})
+
+
+def sign(secret, payload):
+    return hmac.new(secret, payload, hashlib.sha256).hexdigest()
+
+
+def new_secret():
+    return secrets.token_bytes(32)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
+    _worker_main(json.loads(sys.argv[2]))
