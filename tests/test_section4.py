@@ -339,8 +339,8 @@ LONG = os.environ.get("MINILOTTERY_LONG_TESTS") == "1"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not LONG, reason="a 2,000-iteration ResNet-20 training takes about half an "
-                                     "hour on 2 cores; set MINILOTTERY_LONG_TESTS=1 to run it")
+@pytest.mark.skipif(not LONG, reason="a 2,000-iteration ResNet-20 training takes about 20 "
+                                     "minutes on 2 cores; set MINILOTTERY_LONG_TESTS=1 to run it")
 def test_a_short_resnet20_training_on_cifar10_reaches_65_percent():
     """2,000 iterations of batch 128 (5.7 epochs), SGD with momentum 0.9 and weight decay
     1e-4, lr 0.1 after a linear warmup over 500 iterations, divided by 10 at 1,500, with
