@@ -72,6 +72,14 @@ def scale_shift(x, scale, shift, relu, y):
                 y[i, c, j, k] = max(v, zero) if relu else v
 
 
+@njit(cache=True, inline="always")
+def _upstream(dout, y, relu, i, c, j, k):
+    """The gradient reaching the normalised value: dout, or 0 where a fused ReLU cut it."""
+    if relu and y[i, c, j, k] <= 0:
+        return dout.dtype.type(0.0)
+    return dout[i, c, j, k]
+
+
 @njit(cache=True, parallel=True)
 def batchnorm_backward(dout, x, y, relu, mean, inv_std, gamma, batch_stats, input_grad,
                        dgamma, dbeta, dx):
@@ -81,7 +89,6 @@ def batchnorm_backward(dout, x, y, relu, mean, inv_std, gamma, batch_stats, inpu
     dx = gamma inv_std g (fixed statistics)."""
     n, channels, h, w = x.shape
     m = n * h * w
-    zero = dout.dtype.type(0.0)
     for c in prange(channels):
         mu, s = mean[c], inv_std[c]
         sum_g = 0.0
@@ -89,9 +96,7 @@ def batchnorm_backward(dout, x, y, relu, mean, inv_std, gamma, batch_stats, inpu
         for i in range(n):
             for j in range(h):
                 for k in range(w):
-                    g = dout[i, c, j, k]
-                    if relu and y[i, c, j, k] <= zero:
-                        g = zero
+                    g = _upstream(dout, y, relu, i, c, j, k)
                     sum_g += g
                     sum_gx += g * ((x[i, c, j, k] - mu) * s)
         dbeta[c] = sum_g
@@ -104,9 +109,7 @@ def batchnorm_backward(dout, x, y, relu, mean, inv_std, gamma, batch_stats, inpu
         for i in range(n):
             for j in range(h):
                 for k in range(w):
-                    g = dout[i, c, j, k]
-                    if relu and y[i, c, j, k] <= zero:
-                        g = zero
+                    g = _upstream(dout, y, relu, i, c, j, k)
                     x_hat = (x[i, c, j, k] - mu) * s
                     dx[i, c, j, k] = a * (g - mean_g - x_hat * mean_gx)
 
