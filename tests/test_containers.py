@@ -229,3 +229,27 @@ def test_evaluation_folds_batchnorm_into_the_convolution_to_float32_round_off(mo
     assert np.abs(folded - plain).max() <= 1e-4 * np.abs(plain).max()
     with pytest.raises(ValueError, match="evaluation only"):
         model.layers[0].forward(x, training=True, weights=model.layers[0].folded_with(model.layers[1]))
+
+
+@pytest.mark.parametrize("build, shape", [
+    (lambda: resnet20(seed=0), (3, 3, 32, 32)),
+    (lambda: basic_block(4, 8, 2), (3, 4, 6, 6)),
+    (lambda: Sequential(Conv2d(3, 4, 3, padding=1, name="conv"), BatchNorm2d(4, name="bn"),
+                        ReLU(), Flatten(), Dropout(0.5, seed=1, name="drop"),
+                        Dense(4 * 5 * 5, 3, name="out")), (2, 3, 5, 5)),
+])
+def test_forward_and_backward_never_write_into_the_arrays_they_are_given(build, shape):
+    """Layers keep their inputs by reference for backward (BatchNorm its x, a residual
+    block the block's input), which is only sound if no layer writes into an array it was
+    handed: neither the input of forward nor the gradient given to backward."""
+    model = build()
+    initialize(model, seed=0)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x_before = x.copy()
+    out = model.forward(x, training=True)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    dout_before = dout.copy()
+    dx = model.backward(dout)
+    assert np.array_equal(x, x_before) and np.array_equal(dout, dout_before)
+    assert dx.shape == x.shape and np.isfinite(dx).all()
