@@ -73,12 +73,16 @@ TESTS_DIR = PROJECT_ROOT / "tests" / "coursework"  # the exercise tests, next to
 class Exercise:
     """One exercise: ``id`` "2.3" is tutorial 2's third; its solution block lives in
     ``file`` (relative to the project root) and defines the functions ``names``,
-    which its tests (pytest marker ``marker``) call."""
+    which its tests (pytest marker ``marker``) call. ``points`` are its full marks;
+    ``constraint`` names a stated requirement on the implementation ("loops": written
+    with Python loops, no vectorised shortcut; "numba": a Numba-compiled kernel)."""
 
     id: str
     title: str
     file: str      # a module (minilottery/....py) or a tutorial (tutorials/....ipynb)
     names: tuple
+    points: int = 10          # the exercise's full marks, shared among its tests
+    constraint: str = ""      # what the implementation must be, checked: "loops", "numba" or ""
 
     @property
     def marker(self):
@@ -101,9 +105,9 @@ EXERCISES = (
     Exercise("1.2", "ReLU backward: dout where x > 0, else 0",
              "tutorials/01-layers-by-hand.ipynb", ("relu_backward",)),
     Exercise("2.3", "convolution backward, with loops (dx, dW, db)",
-             "minilottery/reference.py", ("conv2d_backward",)),
+             "minilottery/reference.py", ("conv2d_backward",), constraint="loops"),
     Exercise("3.2", "the masked Adam update (a Numba kernel)",
-             "minilottery/optim.py", ("adam_update",)),
+             "minilottery/optim.py", ("adam_update",), constraint="numba"),
     Exercise("4.1", "the magnitude mask: which survivors to prune",
              "minilottery/pruning.py", ("_smallest_survivors",)),
     Exercise("5.1", "reset the survivors to theta_0: the winning ticket",
