@@ -15,6 +15,13 @@ from hypothesis import strategies as st
 
 from minilottery import data
 
+# A shell without job control starts a background job with SIGINT ignored, and an ignored
+# signal stays ignored across exec: every process the tests start would then shrug off
+# the Ctrl-C that the interrupt tests send. Handled (not ignored) here, it is reset to the
+# default in each child, as in a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def numba_warmup():
