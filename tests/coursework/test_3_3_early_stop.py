@@ -43,3 +43,12 @@ def test_by_hand(student):
 @given(val_loss=st.lists(st.sampled_from([0.1, 0.25, 0.25, 0.5, 1.0, 2.3]), min_size=1, max_size=30))
 def test_random_curves(student, val_loss):
     check(student("3.3").early_stop_index, val_loss)
+
+
+def test_a_later_equal_minimum_does_not_move_the_early_stop(student):
+    # The loss returns to its minimum after rising: the early stop stays at the first visit.
+    function = student("3.3").early_stop_index
+    assert int(function(np.array([0.9, 0.5, 0.8, 0.5, 0.5]))) == 1, \
+        "losses 0.9, 0.5, 0.8, 0.5, 0.5: the minimum 0.5 is first reached at index 1"
+    assert int(function(np.array([0.4, 0.6, 0.4]))) == 0, \
+        "losses 0.4, 0.6, 0.4: the first evaluation is already the minimum: expected 0"
