@@ -37,7 +37,7 @@ def test_ties_follow_the_order_of_names(student):
     weights = {"a": np.full(3, 0.5, np.float32), "b": np.full(3, 0.5, np.float32)}
     masks = {name: np.ones(3, np.float32) for name in weights}
     # 6 equal survivors, rate 0.5: the first 3 of the concatenation go.
-    new = student("8.3").prune_globally(weights, masks, 0.5, names=["b", "a"])
+    new = student("8.3").prune_globally(weights, masks, 0.5, ["b", "a"])
     assert np.array_equal(new["b"], [0, 0, 0]) and np.array_equal(new["a"], [1, 1, 1]), \
         (f"names ['b', 'a'] with all |w| equal: b's three weights come first and are pruned; "
          f"got a {new['a'].tolist()}, b {new['b'].tolist()}")
@@ -48,7 +48,7 @@ def test_pruned_weights_and_other_layers_stay(student):
     masks["a"][0, 1] = 0             # a[0, 1] (|w| 0.9) is pruned already: it stays pruned
     weights["c"], masks["c"] = np.array([0.01, 0.02], np.float32), np.array([1, 0], np.float32)
     # names a, b: 7 survivors, rate 0.5 prunes floor(3.5) = 3: 0.05, 0.1 and 0.2; c untouched.
-    new = student("8.3").prune_globally(weights, masks, 0.5, names=["a", "b"])
+    new = student("8.3").prune_globally(weights, masks, 0.5, ["a", "b"])
     assert np.array_equal(new["a"], [[0, 0], [1, 1]]), f"mask of a is {new['a'].tolist()}, expected [[0, 0], [1, 1]]"
     assert np.array_equal(new["b"], [0, 1, 0, 1]), f"mask of b is {new['b'].tolist()}, expected [0, 1, 0, 1]"
     assert np.array_equal(new["c"], [1, 0]), "layer c is not in names: its mask must stay [1, 0]"
@@ -75,7 +75,7 @@ def cases(draw):
 def test_random_layers(student, case):
     weights, masks, names, rate = case
     before = {name: mask.copy() for name, mask in masks.items()}
-    new = student("8.3").prune_globally(weights, masks, rate, names=names)
+    new = student("8.3").prune_globally(weights, masks, rate, names)
     setting = f"names {names}, rate {rate}"
     for name in masks:
         assert np.array_equal(masks[name], before[name]), f"the given mask of {name} was changed in place"
@@ -83,7 +83,7 @@ def test_random_layers(student, case):
             f"{name}: a pruned weight came back ({setting})"
         if name not in names:
             assert np.array_equal(new[name], before[name]), f"{name} is not in names: its mask must stay ({setting})"
-    magnitudes = np.concatenate([np.abs(weights[n]).ravel() for n in names])
+    magnitudes = np.concatenate([np.abs(weights[layer]).ravel() for layer in names])
     old = np.concatenate([before[n].ravel() for n in names]) != 0
     kept = np.concatenate([np.asarray(new[n]).ravel() for n in names]) != 0
     pruned = old & ~kept

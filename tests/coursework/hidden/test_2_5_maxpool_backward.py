@@ -17,7 +17,7 @@ def pool(x, k, s):
 
 
 def scatter(dout, x, k, s):
-    dx = np.zeros_like(x)
+    dx = np.zeros(x.shape, x.dtype)
     for n, c, oh, ow in np.ndindex(dout.shape):
         window = x[n, c, oh * s:oh * s + k, ow * s:ow * s + k]
         i, j = np.unravel_index(int(np.argmax(window)), window.shape)

@@ -18,9 +18,9 @@ def reference(weights, masks, rate, names):
     for i in sorted(survivors, key=lambda i: (magnitudes[i], i))[:n_prune]:
         joint[i] = 0
     out, start = {name: mask.copy() for name, mask in masks.items()}, 0
-    for n in names:
-        out[n] = joint[start:start + masks[n].size].reshape(masks[n].shape)
-        start += masks[n].size
+    for layer in names:
+        out[layer] = joint[start:start + masks[layer].size].reshape(masks[layer].shape)
+        start += masks[layer].size
     return out
 
 
@@ -32,11 +32,11 @@ def test_against_a_sorted_ranking(student, sizes, rate, seed):
     names = [f"layer{i}.W" for i in range(len(sizes))]
     weights = {n: rng.choice([0.0, 0.1, -0.1, 0.3, 1.0], size).astype(np.float32) for n, size in zip(names, sizes)}
     masks = {n: (rng.random(size) < 0.7).astype(np.float32) for n, size in zip(names, sizes)}
-    for n in names:
-        masks[n][rng.integers(len(masks[n]))] = 1.0                 # a layer needs a survivor
+    for layer in names:
+        masks[layer][rng.integers(len(masks[layer]))] = 1.0                 # a layer needs a survivor
     order = [str(n) for n in rng.permutation(names)]
     expected = reference(weights, masks, rate, order)
-    got = student("8.3").prune_globally(weights, masks, rate, names=order)
-    for n in names:
-        assert np.array_equal(got[n], expected[n]), \
-            f"{n}: mask {np.asarray(got[n]).tolist()}, expected {expected[n].tolist()} (names {order}, rate {rate})"
+    got = student("8.3").prune_globally(weights, masks, rate, order)
+    for layer in names:
+        assert np.array_equal(got[layer], expected[layer]), \
+            f"{layer}: mask {np.asarray(got[layer]).tolist()}, expected {expected[layer].tolist()} (names {order}, rate {rate})"
