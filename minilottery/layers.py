@@ -463,6 +463,29 @@ class Flatten(Layer):
         return dout.reshape(x_shape)
 
 
+def dropout_forward(x, u, p):
+    """Inverted dropout in training, given u (x's shape): uniform draws in [0, 1) of
+    the dtype of the result. An entry is kept when u >= p (so with probability 1 - p):
+
+        scaled_keep = [u >= p] / (1 - p)     (in u's dtype)
+        y = x * scaled_keep
+
+    Returns (y, scaled_keep); the backward pass needs scaled_keep."""
+    ### BEGIN SOLUTION 6.1
+    scaled_keep = (u >= p).astype(u.dtype)
+    scaled_keep *= 1.0 / (1.0 - p)
+    return x * scaled_keep, scaled_keep
+    ### END SOLUTION
+
+
+def dropout_backward(dout, scaled_keep):
+    """dL/dx of y = x * scaled_keep (dropout_forward): dx = dout * scaled_keep, so a
+    dropped entry gets no gradient and a kept one dout / (1 - p)."""
+    ### BEGIN SOLUTION 6.2
+    return dout * scaled_keep
+    ### END SOLUTION
+
+
 class Dropout(Layer):
     """Inverted dropout: in training, y = x * keep / (1 - p) with keep ~ Bernoulli(1 - p)
     drawn per element; at inference y = x. Scaling at training time keeps E[y] = x, so
@@ -491,16 +514,14 @@ class Dropout(Layer):
             self._saved = (x.shape, None) if training else None    # None: identity
             return x
         dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float32
-        scale = 1.0 / (1.0 - self.p)
-        scaled_keep = (self.rng.random(x.shape, dtype=dtype) >= self.p).astype(dtype)
-        scaled_keep *= scale
+        y, scaled_keep = dropout_forward(x, self.rng.random(x.shape, dtype=dtype), self.p)
         self._saved = (x.shape, scaled_keep)
-        return x * scaled_keep
+        return y
 
     def backward(self, dout):
         x_shape, scaled_keep = self._take_saved()
         dout = self._check_dout(dout, x_shape)
-        return dout if scaled_keep is None else dout * scaled_keep
+        return dout if scaled_keep is None else dropout_backward(dout, scaled_keep)
 
     def own_state(self):
         """{"rng": the generator's state}: where the next masks come from."""

@@ -381,7 +381,8 @@ def prepare_model(run, config, piece):
     """The network a piece starts training from, and its mask.
 
     ticket and random pruning: ``mask ⊙ theta_0`` (or ``mask ⊙ theta_k`` when
-    rewinding); random reinit: ``mask ⊙ theta'_0`` with a fresh init theta'_0.
+    rewinding; ``start_weights`` says which); random reinit: ``mask ⊙ theta'_0`` with
+    a fresh init theta'_0.
     """
     trial, level = piece.trial, piece.level
     if piece.branch == "random":
@@ -396,11 +397,20 @@ def prepare_model(run, config, piece):
     else:
         ### BEGIN SOLUTION 5.1
         model = build_model(config, derive_seed(config.seed, trial, INIT_STREAM))
-        rewinding = config.rewind_iteration > 0 and level > 0
-        start = load_arrays(run.rewind(trial) if rewinding else run.theta0(trial))
-        pruning.reset_to(model, start, mask)
+        pruning.reset_to(model, start_weights(run, config, piece), mask)
         ### END SOLUTION
     return model, mask
+
+
+def start_weights(run, config, piece):
+    """The weights a ticket or random-pruning level resets its survivors to: theta_0
+    of its trial (``run.theta0(trial)``), or theta_k (``run.rewind(trial)``) when
+    rewinding, i.e. when ``config.rewind_iteration`` = k > 0 and the level is > 0. The
+    dense level 0 always starts from theta_0: it is the training that saves theta_k."""
+    ### BEGIN SOLUTION 7.1
+    rewinding = config.rewind_iteration > 0 and piece.level > 0
+    return load_arrays(run.rewind(piece.trial) if rewinding else run.theta0(piece.trial))
+    ### END SOLUTION
 
 
 def _critical_path_first(piece):

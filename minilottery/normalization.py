@@ -39,6 +39,7 @@ from .protocol import Layer, _checked
 @njit(cache=True, parallel=True)
 def batch_statistics(x, mean, var):
     """mean[c], var[c] (float64): the mean and the biased variance of channel c of x (N, C, H, W)."""
+    ### BEGIN SOLUTION 8.1
     n, channels, h, w = x.shape
     m = n * h * w
     for c in prange(channels):
@@ -56,6 +57,7 @@ def batch_statistics(x, mean, var):
                     squares += d * d
         mean[c] = mu
         var[c] = squares / m
+    ### END SOLUTION
 
 
 @njit(cache=True, parallel=True)
@@ -87,6 +89,7 @@ def batchnorm_backward(dout, x, y, relu, mean, inv_std, gamma, batch_stats, inpu
     channel: dbeta = sum g, dgamma = sum g x_hat, and, if ``input_grad``,
     dx = gamma inv_std (g - dbeta / m - x_hat dgamma / m)  (``batch_stats``) or
     dx = gamma inv_std g (fixed statistics)."""
+    ### BEGIN SOLUTION 8.2
     n, channels, h, w = x.shape
     m = n * h * w
     for c in prange(channels):
@@ -101,17 +104,17 @@ def batchnorm_backward(dout, x, y, relu, mean, inv_std, gamma, batch_stats, inpu
                     sum_gx += g * ((x[i, c, j, k] - mu) * s)
         dbeta[c] = sum_g
         dgamma[c] = sum_gx
-        if not input_grad:
-            continue
-        a = gamma[c] * s
-        mean_g = sum_g / m if batch_stats else 0.0
-        mean_gx = sum_gx / m if batch_stats else 0.0
-        for i in range(n):
-            for j in range(h):
-                for k in range(w):
-                    g = _upstream(dout, y, relu, i, c, j, k)
-                    x_hat = (x[i, c, j, k] - mu) * s
-                    dx[i, c, j, k] = a * (g - mean_g - x_hat * mean_gx)
+        if input_grad:                    # dx too, not only dgamma and dbeta
+            a = gamma[c] * s
+            mean_g = sum_g / m if batch_stats else 0.0
+            mean_gx = sum_gx / m if batch_stats else 0.0
+            for i in range(n):
+                for j in range(h):
+                    for k in range(w):
+                        g = _upstream(dout, y, relu, i, c, j, k)
+                        x_hat = (x[i, c, j, k] - mu) * s
+                        dx[i, c, j, k] = a * (g - mean_g - x_hat * mean_gx)
+    ### END SOLUTION
 
 
 class BatchNorm2d(Layer):

@@ -97,6 +97,7 @@ CHUNK = 16384   # elements per parallel task: large enough to amortise handing i
 def sgd_update(w, g, velocity, mask, lr, momentum, weight_decay):
     """In place, for every i: pruned (mask 0) -> w = v = 0; otherwise
     g' = g + weight_decay * w;  v = momentum * v + g';  w -= lr * v."""
+    ### BEGIN SOLUTION 3.1
     zero = w.dtype.type(0.0)
     for i in range(w.size):
         gi = g[i] + weight_decay * w[i]
@@ -105,6 +106,7 @@ def sgd_update(w, g, velocity, mask, lr, momentum, weight_decay):
         keep = True if mask is None else mask[i] != 0
         velocity[i] = vi if keep else zero
         w[i] = wi if keep else zero
+    ### END SOLUTION
 
 
 @njit(cache=True, error_model="numpy")

@@ -191,6 +191,29 @@ def prune_by_magnitude(weights, masks, rates):
     return new
 
 
+def random_masks_like(masks, rng):
+    """Random pruning control: for every layer a mask with the same number of ones
+    as masks[name], at positions drawn uniformly without replacement. rng is a
+    np.random.Generator or an int seed; layers are drawn in the dict's order, so
+    a seed gives the same masks every time."""
+    masks = _arrays(masks, "masks")
+    if not isinstance(rng, np.random.Generator):
+        if isinstance(rng, bool) or not isinstance(rng, numbers.Integral):
+            raise ValueError(f"rng must be a numpy Generator or an int seed, got {rng!r}")
+        rng = np.random.default_rng(int(rng))
+    for name, mask in masks.items():
+        _check_mask(name, mask)
+    ### BEGIN SOLUTION 5.2
+    new = {}
+    for name, mask in masks.items():
+        kept = int(np.count_nonzero(mask))
+        flat = np.zeros(mask.size, np.float32)
+        flat[rng.choice(mask.size, size=kept, replace=False)] = 1.0
+        new[name] = flat.reshape(mask.shape)
+    ### END SOLUTION
+    return new
+
+
 def prune_globally(weights, masks, rate, names=None):
     """Global magnitude pruning: rank the surviving weights of all layers in `names`
     (default: every layer in masks) together by |w| and remove the smallest
@@ -204,6 +227,7 @@ def prune_globally(weights, masks, rate, names=None):
         raise ValueError(f"names must not repeat a layer, got {names!r}")
     exact = _exact_rate(rate)
     _check_layers(weights, masks, names, "names")
+    ### BEGIN SOLUTION 8.3
     new = _copy_masks(masks)
     magnitudes = np.concatenate([np.abs(weights[n]).ravel() for n in names])
     joint_mask = np.concatenate([new[n].ravel() for n in names])
@@ -215,6 +239,7 @@ def prune_globally(weights, masks, rate, names=None):
         size = new[n].size
         new[n][...] = joint_mask[start:start + size].reshape(new[n].shape)
         start += size
+    ### END SOLUTION
     return new
 
 
@@ -254,26 +279,6 @@ def one_shot_masks(weights, masks, rates, rounds):
         n_surviving = int(np.count_nonzero(new[name]))
         keep = kept_after_rounds(n_surviving, rates[name], rounds)
         _prune_layer(new[name], weights[name], n_surviving - keep)
-    return new
-
-
-def random_masks_like(masks, rng):
-    """Random pruning control: for every layer a mask with the same number of ones
-    as masks[name], at positions drawn uniformly without replacement. rng is a
-    np.random.Generator or an int seed; layers are drawn in the dict's order, so
-    a seed gives the same masks every time."""
-    masks = _arrays(masks, "masks")
-    if not isinstance(rng, np.random.Generator):
-        if isinstance(rng, bool) or not isinstance(rng, numbers.Integral):
-            raise ValueError(f"rng must be a numpy Generator or an int seed, got {rng!r}")
-        rng = np.random.default_rng(int(rng))
-    new = {}
-    for name, mask in masks.items():
-        _check_mask(name, mask)
-        kept = int(np.count_nonzero(mask))
-        flat = np.zeros(mask.size, np.float32)
-        flat[rng.choice(mask.size, size=kept, replace=False)] = 1.0
-        new[name] = flat.reshape(mask.shape)
     return new
 
 

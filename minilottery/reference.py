@@ -22,6 +22,7 @@ def conv2d_forward(x, W, b, stride=1, padding=0):
     n, _, h, w = x.shape
     o, _, k, _ = W.shape
     oh_n, ow_n = _out_size(h, k, stride, padding), _out_size(w, k, stride, padding)
+    ### BEGIN SOLUTION 2.1
     xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     out = np.zeros((n, o, oh_n, ow_n), dtype=x.dtype)
     for oh in range(oh_n):
@@ -29,7 +30,38 @@ def conv2d_forward(x, W, b, stride=1, padding=0):
             patch = xp[:, :, oh * stride:oh * stride + k, ow * stride:ow * stride + k]
             # (N, C, k, k) x (O, C, k, k) -> (N, O)
             out[:, :, oh, ow] = np.tensordot(patch, W, axes=([1, 2, 3], [1, 2, 3])) + b
+    ### END SOLUTION
     return out
+
+
+def im2col(x, kernel_size, stride=1, padding=0):
+    """cols[c*k*k + i*k + j, n*OH*OW + oh*OW + ow] = xp[n, c, oh*s + i, ow*s + j]
+    (see kernels.im2col)."""
+    n, c, h, w = x.shape
+    k = kernel_size
+    oh_n, ow_n = _out_size(h, k, stride, padding), _out_size(w, k, stride, padding)
+    ### BEGIN SOLUTION 2.2
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    cols = np.zeros((n, c, k, k, oh_n, ow_n), dtype=x.dtype)
+    for i in range(k):
+        for j in range(k):
+            cols[:, :, i, j] = xp[:, :, i:i + stride * oh_n:stride, j:j + stride * ow_n:stride]
+    # (n, c, k, k, OH, OW) -> (c, k, k, n, OH, OW)
+    return cols.transpose(1, 2, 3, 0, 4, 5).reshape(c * k * k, n * oh_n * ow_n)
+    ### END SOLUTION
+
+
+def col2im(cols, x_shape, kernel_size, stride=1, padding=0):
+    """The adjoint of im2col: every column entry is added back onto its source pixel."""
+    n, c, h, w = x_shape
+    k = kernel_size
+    oh_n, ow_n = _out_size(h, k, stride, padding), _out_size(w, k, stride, padding)
+    cols = cols.reshape(c, k, k, n, oh_n, ow_n).transpose(3, 0, 1, 2, 4, 5)
+    dxp = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
+    for i in range(k):
+        for j in range(k):
+            dxp[:, :, i:i + stride * oh_n:stride, j:j + stride * ow_n:stride] += cols[:, :, i, j]
+    return dxp[:, :, padding:padding + h, padding:padding + w]
 
 
 def conv2d_backward(dout, x, W, stride=1, padding=0):
@@ -59,34 +91,6 @@ def conv2d_backward(dout, x, W, stride=1, padding=0):
     return dx, dW, db
 
 
-def im2col(x, kernel_size, stride=1, padding=0):
-    """cols[c*k*k + i*k + j, n*OH*OW + oh*OW + ow] = xp[n, c, oh*s + i, ow*s + j]
-    (see kernels.im2col)."""
-    n, c, h, w = x.shape
-    k = kernel_size
-    oh_n, ow_n = _out_size(h, k, stride, padding), _out_size(w, k, stride, padding)
-    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    cols = np.zeros((n, c, k, k, oh_n, ow_n), dtype=x.dtype)
-    for i in range(k):
-        for j in range(k):
-            cols[:, :, i, j] = xp[:, :, i:i + stride * oh_n:stride, j:j + stride * ow_n:stride]
-    # (n, c, k, k, OH, OW) -> (c, k, k, n, OH, OW)
-    return cols.transpose(1, 2, 3, 0, 4, 5).reshape(c * k * k, n * oh_n * ow_n)
-
-
-def col2im(cols, x_shape, kernel_size, stride=1, padding=0):
-    """The adjoint of im2col: every column entry is added back onto its source pixel."""
-    n, c, h, w = x_shape
-    k = kernel_size
-    oh_n, ow_n = _out_size(h, k, stride, padding), _out_size(w, k, stride, padding)
-    cols = cols.reshape(c, k, k, n, oh_n, ow_n).transpose(3, 0, 1, 2, 4, 5)
-    dxp = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
-    for i in range(k):
-        for j in range(k):
-            dxp[:, :, i:i + stride * oh_n:stride, j:j + stride * ow_n:stride] += cols[:, :, i, j]
-    return dxp[:, :, padding:padding + h, padding:padding + w]
-
-
 def maxpool2d_forward(x, kernel_size, stride=None):
     """out[n, c, oh, ow] = max of x[n, c, oh*s : oh*s + k, ow*s : ow*s + k] (no padding).
     NaN propagates: a window holding a NaN gives NaN (NumPy's max does)."""
@@ -94,11 +98,13 @@ def maxpool2d_forward(x, kernel_size, stride=None):
     n, c, h, w = x.shape
     k = kernel_size
     oh_n, ow_n = _out_size(h, k, stride, 0), _out_size(w, k, stride, 0)
+    ### BEGIN SOLUTION 2.4
     out = np.empty((n, c, oh_n, ow_n), dtype=x.dtype)
     for oh in range(oh_n):
         for ow in range(ow_n):
             window = x[:, :, oh * stride:oh * stride + k, ow * stride:ow * stride + k]
             out[:, :, oh, ow] = window.max(axis=(2, 3))
+    ### END SOLUTION
     return out
 
 
@@ -109,6 +115,7 @@ def maxpool2d_backward(dout, x, kernel_size, stride=None):
     stride = kernel_size if stride is None else stride
     n, c, h, w = x.shape
     k = kernel_size
+    ### BEGIN SOLUTION 2.5
     dx = np.zeros_like(x)
     for oh in range(dout.shape[2]):
         for ow in range(dout.shape[3]):
@@ -118,4 +125,5 @@ def maxpool2d_backward(dout, x, kernel_size, stride=None):
             i, j = np.divmod(first_max, k)
             nn, cc = np.meshgrid(np.arange(n), np.arange(c), indexing="ij")
             np.add.at(dx, (nn, cc, hs + i, ws + j), dout[:, :, oh, ow])
+    ### END SOLUTION
     return dx

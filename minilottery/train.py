@@ -74,6 +74,15 @@ def fixed_accuracy_column(iteration):
 FIXED_PREFIX = "test_acc_at_iteration_"
 
 
+def early_stop_index(val_loss):
+    """The early-stop evaluation: the index i of the minimum of ``val_loss`` (the
+    validation losses of the evaluations, in order), the first such i on ties:
+    val_loss[i] <= val_loss[j] for every j, and val_loss[j] > val_loss[i] for j < i."""
+    ### BEGIN SOLUTION 3.3
+    return int(np.argmin(val_loss))
+    ### END SOLUTION
+
+
 @dataclass
 class History:
     """The evaluations of one training run, one row per ``eval_every`` iterations.
@@ -97,7 +106,7 @@ class History:
         """Index of the evaluation of minimum validation loss (first, on ties)."""
         if not self.rows:
             raise ValueError("History is empty: no evaluation was recorded")
-        return int(np.argmin(self.column("val_loss")))
+        return early_stop_index(self.column("val_loss"))
 
     def summary(self, accuracy_at=()):
         """The paper's measurements of this run, as a flat dict of plain numbers; and

@@ -3,10 +3,10 @@
 import numpy as np
 
 
-def rel_error(got, expected):
-    """max |got - expected| / max(1e-8, max(|got| + |expected|)), as minilottery.gradcheck."""
+def rel_error(got, expected, floor=1e-8):
+    """max |got - expected| / max(floor, max(|got| + |expected|)), as minilottery.gradcheck."""
     return float(np.max(np.abs(got - expected)) /
-                 max(1e-8, float(np.max(np.abs(got) + np.abs(expected)))))
+                 max(floor, float(np.max(np.abs(got) + np.abs(expected)))))
 
 
 def numerical_gradient(loss, array, h=1e-3):
@@ -38,3 +38,34 @@ def assert_backward_matches(function_name, result, loss, inputs, setting, tolera
         error = rel_error(got, numerical_gradient(loss, wrt))
         assert error < tolerance, \
             f"{name} relative error {error:.1e}, should be below {tolerance:.0e} ({setting})"
+
+
+def assert_close(name, got, expected, tolerance, setting, floor=1e-8):
+    """``got`` has ``expected``'s shape and a relative error below ``tolerance`` (errors
+    measured against the largest magnitude, or ``floor`` if that is smaller); the
+    message names the first entry that is off, with expected vs got."""
+    got = np.asarray(got)
+    assert got.shape == np.shape(expected), \
+        f"{name} has shape {got.shape}, should be {np.shape(expected)} ({setting})"
+    error = rel_error(got.astype(np.float64), np.asarray(expected, np.float64), floor)
+    if not error < tolerance:
+        scale = max(floor, float(np.max(np.abs(expected))))
+        bad = np.argwhere(~(np.abs(got - expected) <= tolerance * scale))
+        where = tuple(int(i) for i in bad[0]) if len(bad) else ()
+        detail = (f"; first at {name}{list(where)}: expected {np.asarray(expected)[where]:.6g}, "
+                  f"got {got[where]:.6g}") if len(bad) else ""
+        raise AssertionError(f"{name} relative error {error:.1e}, should be below "
+                             f"{tolerance:.0e} ({setting}){detail}")
+
+
+def assert_equal(name, got, expected, setting):
+    """``got`` equals ``expected`` exactly (shape and every entry); NaN equals NaN."""
+    got = np.asarray(got)
+    assert got.shape == np.shape(expected), \
+        f"{name} has shape {got.shape}, should be {np.shape(expected)} ({setting})"
+    wrong = np.argwhere(~((got == expected) | (np.isnan(got) & np.isnan(expected))))
+    if len(wrong):
+        where = tuple(int(i) for i in wrong[0])
+        raise AssertionError(f"{name}{list(where)} is {got[where]:.6g}, should be "
+                             f"{np.asarray(expected)[where]:.6g} ({setting}; {len(wrong)} of "
+                             f"{got.size} entries wrong)")
