@@ -252,7 +252,10 @@ class Worker:
             cwd=home, env=env, start_new_session=True, close_fds=True,
             preexec_fn=_limits(int(timeout) + 1))
         self.session = self.process.pid
+        self.violations = []      # a stated constraint the student's code broke (numba)
         self.ready = self._answer()
+        if self.ready.get("violation"):
+            self.violations.append(self.ready["violation"])
 
     def _answer(self):
         import threading
@@ -322,6 +325,9 @@ def student_proxy(worker, names):
             answer = worker.call(name, args)
             if "error" in answer:
                 raise StudentError(answer["error"])
+            if answer.get("violation"):
+                worker.violations.append(answer["violation"])
+                raise StudentError(answer["violation"])
             for sent, back in zip(args, answer["args"]):
                 if isinstance(sent, np.ndarray) and isinstance(back, np.ndarray) \
                         and back.shape == sent.shape and sent.flags.writeable:
@@ -357,10 +363,13 @@ def _worker_main(spec):
     sys.path.insert(0, spec["tree"])
     sys.path.insert(1, str(Path(__file__).resolve().parent))   # coursework.py, for notebooks
     import coursework
+    registry = tuple(coursework.Exercise(e["id"], e["title"], e["file"], tuple(e["names"]))
+                     for e in spec.get("registry") or ()) or None
     try:
         if spec["notebook"]:
             namespace = coursework.run_notebook(spec["notebook"], spec["exercise"],
-                                                workdir=tempfile.mkdtemp(), before_run=_no_writes)
+                                                workdir=tempfile.mkdtemp(), before_run=_no_writes,
+                                                exercises=registry)
         else:
             import importlib
             _no_writes()                  # decorators and defaults run at import
@@ -373,7 +382,10 @@ def _worker_main(spec):
         send(out, {"error": f"importing {spec['module']} failed: {type(error).__name__}: {error}"})
         return
     _no_writes()
-    send(out, {"ready": True})
+    numba = spec.get("constraint") == "numba"
+    violation = next(filter(None, (_not_compiled(name, function, called=False)
+                                   for name, function in functions.items())), None) if numba else None
+    send(out, {"ready": True, "violation": violation})
     while True:
         try:
             request = receive(stdin)
@@ -381,10 +393,32 @@ def _worker_main(spec):
             return
         args = request["args"]
         try:
-            result = functions[request["call"]](*args)
-            send(out, {"result": result, "args": args})
+            function = functions[request["call"]]
+            result = function(*args)
+            answer = {"result": result, "args": args}
+            if numba:
+                answer["violation"] = _not_compiled(request["call"], function, called=True)
+            send(out, answer)
         except Exception as error:
             send(out, {"error": f"{type(error).__name__}: {error}"})
+
+
+def _not_compiled(name, function, called):
+    """Why ``function`` is not a Numba kernel compiled in nopython mode (None if it is):
+    it must be a Numba dispatcher and, once called, hold a nopython compilation."""
+    try:
+        from numba.core.dispatcher import Dispatcher
+    except ImportError:
+        return "numba cannot be imported"
+    if not isinstance(function, Dispatcher):
+        return (f"{name} is a plain {type(function).__name__}, not a Numba-compiled function "
+                f"(decorate it with @njit)")
+    if called:
+        if not function.overloads:
+            return f"{name} ran without being compiled by Numba"
+        if any(getattr(result, "objectmode", False) for result in function.overloads.values()):
+            return f"{name} was compiled in object mode, not nopython mode"
+    return None
 
 
 def sign(secret, payload):
