@@ -81,8 +81,7 @@ def _members(archive):
 
 
 def extract(archive, target):
-    """Extract ``archive`` into the new folder ``target``; return what to grade: the
-    single file or folder at the archive's top if there is one, else ``target``."""
+    """Extract ``archive`` into the new folder ``target``; return ``target``."""
     archive, target = Path(archive), Path(target)
     handle, members = _members(archive)
     try:
@@ -120,5 +119,4 @@ def extract(archive, target):
         raise ArchiveError(f"{archive.name} could not be extracted: {error}") from None
     finally:
         handle.close()
-    top = [entry for entry in target.iterdir() if not entry.name.startswith(("__MACOSX", "."))]
-    return top[0] if len(top) == 1 else target
+    return target

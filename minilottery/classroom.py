@@ -291,7 +291,8 @@ def verdict(target, raw, secret, token, output):
     if report is None:
         lines = output.decode("utf-8", errors="replace").strip().splitlines()
         errors = [line.strip() for line in lines if re.search(r"Error\b|error:", line)]
-        return failed(target, f"the tests could not run: {(errors or lines or ['no output'])[-1]}")
+        return failed(target, f"the tests could not run: {errors[-1]}" if errors else
+                      "the tests' process ended without a signed report (killed?)")
     tests = report["tests"]
     if not tests:
         return failed(target, f"no test of marker {ex.marker} ran")
@@ -302,7 +303,9 @@ def verdict(target, raw, secret, token, output):
     total = sum(Fraction(str(test["weight"])) for test in tests)
     earned = sum(Fraction(str(test["weight"])) for test in tests if test["outcome"] == "passed")
     points = float(ex.points * earned / total) if total else 0.0
-    problems = [test for test in tests if test["outcome"] != "passed"]
+    # the first problem shown: a visible test's before a hidden one's
+    problems = sorted((test for test in tests if test["outcome"] != "passed"),
+                      key=lambda test: test["test"].startswith("hidden/"))
     message = ""
     if problems:
         first = problems[0]
@@ -351,12 +354,12 @@ SUFFIXES = (".tar.gz", ".tgz", ".zip", ".tar", ".ipynb", ".py")
 
 
 def student_name(path):
-    """alice.tar.gz -> alice, bob.ipynb -> bob, carol/ -> carol."""
-    name = Path(path).name
+    """alice.tar.gz -> alice, bob.ipynb -> bob, dave.txt -> dave, carol/ -> carol."""
+    path = Path(path)
     for suffix in SUFFIXES:
-        if name.endswith(suffix) and len(name) > len(suffix):
-            return name[:-len(suffix)]
-    return name
+        if path.name.endswith(suffix) and len(path.name) > len(suffix):
+            return path.name[:-len(suffix)]
+    return path.stem if path.is_file() else path.name
 
 
 def is_submission(path, course=THIS_COURSE):
@@ -381,13 +384,20 @@ def class_entries(folder):
     return entries
 
 
+def _unpacked(folder, course):
+    """What to grade in an extracted archive: the folder itself if it is a copy, else
+    the one file or folder at its top (alice.zip holding alice/ or alice.ipynb)."""
+    top = [entry for entry in folder.iterdir() if not entry.name.startswith(("__MACOSX", "."))]
+    return top[0] if len(top) == 1 and not is_submission(folder, course) else folder
+
+
 def _student_targets(entry, unpack_dir, course):
     """The targets of one class entry, one per exercise of the registry (an exercise not
     in the submission, or a submission that cannot be read, gives a target with its
     problem)."""
     try:
         if archives.is_archive(entry):
-            entry = archives.extract(entry, unpack_dir)
+            entry = _unpacked(archives.extract(entry, unpack_dir), course)
         elif not (entry.is_dir() or entry.suffix in (".ipynb", ".py")):
             raise GradeError(f"{entry.name} is not a submission: hand in a folder, a notebook, "
                              f"a module or a .zip/.tar/.tar.gz archive")
@@ -485,13 +495,18 @@ def _csv(rows):
     return buffer.getvalue()
 
 
+def safe_file_name(student):
+    """A student's name as a file name: no control characters, no path separators."""
+    return re.sub(r"[/\\]", "_", grading.strip_controls(student)).lstrip(".") or "student"
+
+
 def write_results(out_dir, graded):
     """results.csv, results.json, scores.csv and feedback/<student>.txt in ``out_dir``
     for {student: [Result]}; returns the paths written."""
     out = Path(out_dir)
     written = []
     for student, results in graded.items():
-        path = out / "feedback" / f"{student}.txt"
+        path = out / "feedback" / f"{safe_file_name(student)}.txt"
         _atomic_write(path, feedback(student, results))
         written.append(path)
     rows = [["student", "exercise", "points", "max_points", "message"]]

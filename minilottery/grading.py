@@ -39,7 +39,8 @@ they changed, but cannot undo such damage. A real sandbox is a container, e.g.
         python -I -m minilottery.coursework grade /submissions/alice
 
 This module uses only the standard library at import time (NumPy is imported where
-arrays cross the pipe), as coursework.py does.
+arrays cross the pipe; a process that has not imported it holds no array), as
+coursework.py does.
 """
 
 import ast
@@ -63,6 +64,7 @@ from pathlib import Path
 
 MEMORY_LIMIT = 4 * 2**30          # bytes of address space for a worker (Numba needs room)
 MAX_MESSAGE = 256 * 2**20         # the largest message a worker may send
+STDERR_KEPT = 64 * 2**10          # bytes of a worker's output kept for the error message
 CONTROL = re.compile(r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]?"
                      r"|[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]")
 
@@ -91,11 +93,15 @@ class SubmissionError(Exception):
 
 
 def function_sources(text, names, shown, asked=""):
-    """{name: source of the top-level def, decorators included} for the student's file."""
+    """{name: (first line, last line, source)} of the top-level defs ``names`` in the
+    student's file, decorators included (the last definition of a name counts). A file
+    with a syntax error elsewhere still yields its functions: each is then cut from the
+    text (from its def at column 0 to the next statement at column 0) and parsed alone,
+    so only a syntax error inside the function is reported, with its file and line."""
     try:
         tree = ast.parse(text, filename=shown)
     except SyntaxError as error:
-        raise SubmissionError(f"{shown}, line {error.lineno}: SyntaxError: {error.msg}") from None
+        return _functions_from_text(text, names, shown, asked, error)
     lines = text.splitlines(keepends=True)
     found = {}
     for node in tree.body:
@@ -108,6 +114,42 @@ def function_sources(text, names, shown, asked=""):
     return found
 
 
+STATEMENT_AT_COLUMN_0 = re.compile(r"[^\s#)\]}]")
+
+
+def _functions_from_text(text, names, shown, asked, error):
+    lines = text.splitlines(keepends=True)
+    found = {}
+    for name in names:
+        define = re.compile(rf"(?:async[ \t]+)?def[ \t]+{re.escape(name)}[ \t]*\(")
+        starts = [i for i, line in enumerate(lines) if define.match(line)]
+        if not starts:
+            raise SubmissionError(f"{shown}, line {error.lineno}: SyntaxError: {error.msg} "
+                                  f"(and no function {name}{asked})")
+        first = starts[-1]
+        while first > 0 and lines[first - 1].startswith("@"):
+            first -= 1
+        # Where the function may end: before a later line that starts a statement at
+        # column 0 (a string's continuation line can look like one, so try each).
+        ends = [i - 1 for i in range(starts[-1] + 1, len(lines))
+                if STATEMENT_AT_COLUMN_0.match(lines[i])] + [len(lines) - 1]
+        errors = []
+        for last in ends:
+            while last > starts[-1] and not lines[last].strip():
+                last -= 1
+            source = "".join(lines[first:last + 1])
+            try:
+                ast.parse(source)
+                break
+            except SyntaxError as inner:
+                errors.append((first + (inner.lineno or 1), inner.msg))
+        else:
+            line, message = max(errors)
+            raise SubmissionError(f"{shown}, line {line}: SyntaxError: {message}")
+        found[name] = (first + 1, last + 1, source)
+    return found
+
+
 def splice(teacher_text, student_text, names, shown, exercise_id):
     """The teacher's module with the functions ``names`` (of exercise ``exercise_id``)
     replaced by the student's."""
@@ -117,7 +159,8 @@ def splice(teacher_text, student_text, names, shown, exercise_id):
     lines = teacher_text.splitlines(keepends=True)
     for name in sorted(names, key=lambda n: -ours[n][0]):      # bottom up: line numbers hold
         start, end, _ = ours[name]
-        lines[start - 1:end] = [theirs[name][2]]
+        source = theirs[name][2]
+        lines[start - 1:end] = [source if source.endswith("\n") else source + "\n"]
     return "".join(lines)
 
 
@@ -143,10 +186,10 @@ ALLOWED_CLASSES = {"minilottery.config.Config", "minilottery.rundir.Piece"}
 
 
 def encode(value, arrays):
-    import numpy as np
+    np = sys.modules.get("numpy")      # no array can exist in a process without NumPy
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if isinstance(value, (np.ndarray, np.generic)):
+    if np is not None and isinstance(value, (np.ndarray, np.generic)):
         arrays.append(np.asarray(value))
         return {"array": len(arrays) - 1, "scalar": isinstance(value, np.generic)}
     if isinstance(value, (tuple, list)):
@@ -193,19 +236,17 @@ def decode(value, arrays):
 
 
 def send(stream, message):
-    import numpy as np
     arrays = []
     skeleton = json.dumps(encode(message, arrays)).encode()
     buffer = io.BytesIO()
     for array in arrays:
-        np.save(buffer, array, allow_pickle=False)
+        sys.modules["numpy"].save(buffer, array, allow_pickle=False)
     body = struct.pack("<QQ", len(skeleton), len(arrays)) + skeleton + buffer.getvalue()
     stream.write(struct.pack("<Q", len(body)) + body)
     stream.flush()
 
 
 def receive(stream):
-    import numpy as np
     header = stream.read(8)
     if len(header) < 8:
         raise EOFError("the student's process ended without an answer")
@@ -218,6 +259,8 @@ def receive(stream):
     n_skeleton, n_arrays = struct.unpack("<QQ", body[:16])
     skeleton = json.loads(body[16:16 + n_skeleton])
     buffer = io.BytesIO(body[16 + n_skeleton:])
+    if n_arrays:
+        import numpy as np
     arrays = [np.load(buffer, allow_pickle=False) for _ in range(n_arrays)]
     return decode(skeleton, arrays)
 
@@ -252,10 +295,22 @@ class Worker:
             cwd=home, env=env, start_new_session=True, close_fds=True,
             preexec_fn=_limits(int(timeout) + 1))
         self.session = self.process.pid
+        self.stderr = bytearray()      # the student's prints: the last STDERR_KEPT bytes
+        import threading
+        threading.Thread(target=self._drain, daemon=True).start()
         self.violations = []      # a stated constraint the student's code broke (numba)
         self.ready = self._answer()
         if self.ready.get("violation"):
             self.violations.append(self.ready["violation"])
+
+    def _drain(self):
+        """Read the worker's stderr as it comes, so that printing much never blocks it."""
+        while True:
+            chunk = self.process.stderr.read1(1 << 16)
+            if not chunk:
+                return
+            self.stderr += chunk
+            del self.stderr[:-STDERR_KEPT]
 
     def _answer(self):
         import threading
@@ -269,14 +324,19 @@ class Worker:
             if timed_out.is_set():
                 raise WorkerError(f"timed out after {self.timeout:g} s (an endless loop? a very "
                                   f"slow implementation?)") from None
-            error = strip_controls(self.process.stderr.read().decode(errors="replace")).strip()
+            time.sleep(0.05)      # the last of stderr
+            error = strip_controls(bytes(self.stderr).decode(errors="replace")).strip()
             raise WorkerError(f"the student's code stopped the process "
                               f"({error.splitlines()[-1] if error else 'no message'})") from None
         finally:
             timer.cancel()
 
     def call(self, name, args):
-        send(self.process.stdin, {"call": name, "args": list(args)})
+        try:
+            send(self.process.stdin, {"call": name, "args": list(args)})
+        except (BrokenPipeError, ValueError):
+            raise WorkerError("the student's process is gone (it stopped or timed out "
+                              "earlier)") from None
         return self._answer()
 
     def kill(self):
@@ -318,7 +378,6 @@ def kill_session(session, token):
 def student_proxy(worker, names):
     """A namespace of callables that run the student's functions in ``worker`` and copy
     back the arguments they changed in place."""
-    import numpy as np
 
     def proxy(name):
         def call(*args):
@@ -328,8 +387,9 @@ def student_proxy(worker, names):
             if answer.get("violation"):
                 worker.violations.append(answer["violation"])
                 raise StudentError(answer["violation"])
+            np = sys.modules.get("numpy")
             for sent, back in zip(args, answer["args"]):
-                if isinstance(sent, np.ndarray) and isinstance(back, np.ndarray) \
+                if np is not None and isinstance(sent, np.ndarray) and isinstance(back, np.ndarray) \
                         and back.shape == sent.shape and sent.flags.writeable:
                     np.copyto(sent, back, casting="unsafe")
             return answer["result"]
