@@ -161,6 +161,29 @@ def check_numba(function, shown):
             f"numba's @njit (or @jit in nopython mode)"]
 
 
+def _exits(statements):
+    """Whether a return or yield occurs in ``statements`` (not counting nested defs)."""
+    todo = list(statements)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.Return, ast.Yield, ast.YieldFrom)):
+            return True
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            todo.extend(ast.iter_child_nodes(node))
+    return False
+
+
+def _always_raises(function):
+    """Whether the function can only raise: still the stub. True when its body holds, at
+    the top level, ``raise NotImplementedError(...)`` with no ``return`` or ``yield``
+    before it (what follows is unreachable): it can pass no test."""
+    for index, node in enumerate(function.body):
+        if isinstance(node, ast.Raise) and \
+                _name(getattr(node.exc, "func", node.exc)) == "NotImplementedError":
+            return not _exits(function.body[:index])
+    return False
+
+
 def violations(constraint, sources, names):
     """The violations of ``constraint`` by the functions ``names`` in the student's
     ``sources``, pairs (Python text, where it is shown) in order: a module is one, a
@@ -183,8 +206,8 @@ def violations(constraint, sources, names):
                 functions[node.name], where[node] = node, shown
     problems = []
     for name in names:
-        if name not in functions:
-            continue              # reported by the exercise's run: "defines no function ..."
+        if name not in functions or _always_raises(functions[name]):
+            continue     # reported by the exercise's run: "defines no function", the stub's error
         if constraint == "loops":
             problems += check_loops(functions[name], functions, tainted, where)
         else:

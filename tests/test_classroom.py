@@ -426,6 +426,10 @@ def adam_update(w, g, m, v, mask, lr, beta1, beta2, eps, weight_decay,
     ("e = np.einsum\n" + VECTORISED_CONV.replace("np.einsum", "e"), "calls einsum outside a loop"),
     ("def conv2d_backward(dout, x, W, stride=1, padding=0):\n    return helper(x)\n\n"
      "def helper(x):\n    return getattr(np, 'ein' + 'sum')('ii', x)\n", "helper uses getattr"),
+    # a stub's raise exempts a function only when nothing returns before it
+    ("def conv2d_backward(dout, x, W, stride=1, padding=0):\n    if x.size:\n"
+     "        return np.einsum('i', x)\n    raise NotImplementedError('Exercise 2.3: ...')\n",
+     "calls einsum outside a loop"),
 ])
 def test_a_vectorised_conv_backward_breaks_loops(source, complaint):
     problems = constraints.violations("loops", [(source, "mine.py")], ("conv2d_backward",))
