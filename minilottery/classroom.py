@@ -235,8 +235,8 @@ def run_exercise_tests(target, scratch, timeout, course=THIS_COURSE):
     (work / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
     secret = grading.new_secret()
     command = [sys.executable, "-I", "-c", BOOT, str(teacher), str(teacher / "tests" / "coursework"),
-               "-m", ex.marker, "-q", "-p", "no:cacheprovider", "-c", str(work / "pytest.ini"),
-               "--rootdir", str(work)]
+               "-m", ex.marker, "-q", "--tb=line", "-p", "no:cacheprovider",
+               "-c", str(work / "pytest.ini"), "--rootdir", str(work)]
     read_end, write_end = os.pipe()
     env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8", "MPLBACKEND": "Agg",
            "PYTHONDONTWRITEBYTECODE": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",

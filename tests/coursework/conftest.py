@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
+from hypothesis import Phase, settings
 
 
 def _load(stem):
@@ -44,7 +44,10 @@ if GRADING:
 
 # The same counterexamples on every run: a test's own @settings inherit this profile
 # (they are created after it is loaded), and pytest_collection_modifyitems checks it.
-settings.register_profile("coursework", derandomize=True, database=None, deadline=None)
+# No "explain" phase (extra runs that only annotate the traceback), one bug per test.
+settings.register_profile("coursework", derandomize=True, database=None, deadline=None,
+                          phases=[phase for phase in Phase if phase.name != "explain"],
+                          report_multiple_bugs=False)
 settings.load_profile("coursework")
 HERE = Path(__file__).resolve().parent
 
