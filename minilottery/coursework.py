@@ -10,26 +10,35 @@ that one source:
     python -m minilottery.coursework list               the exercises
     python -m minilottery.coursework build OUT_DIR      the student copy: every block replaced by
                                                         raise NotImplementedError("Exercise 2.3: ...")
-    python -I -m minilottery.coursework grade SUBMISSION
-                                                        grade a student's copy, module or
-                                                        notebook; print a score
+    python -I -m minilottery.coursework grade SUBMISSION [--out DIR] [--jobs N]
+                                                        grade a student's copy, module,
+                                                        notebook or archive, or a class
+                                                        folder of them; print the points,
+                                                        write CSV, JSON and feedback to DIR
 
 Grading never runs the student's code in the grading process, never trusts a file
 or an exit status the student's code could write, and grades each exercise with the
 teacher's solution of every other exercise in place: minilottery/grading.py says
-how, and what this does not protect against. Run the grader with ``-I`` from the
+how, and what this does not protect against; minilottery/classroom.py turns the
+tests' reports into points (class folders, CSV, JSON, feedback), and
+minilottery/constraints.py checks what an exercise states about its implementation
+("loops", "numba"). Run the grader with ``-I`` from the
 teacher's installation (``python -I`` keeps the current directory off sys.path, so
 grading from inside a submission cannot import the submission's copy of the grader).
 
 The module reads top to bottom: 1. the registry of exercises, 2. stripping a
 source (a module or a notebook) down to its student version, 3. building the
-student copy, 4. loading a student's implementation (what the exercise tests
-call), 5. grading, 6. the command line.
+student copy (only files git tracks; never tests/coursework/hidden), 4. loading a
+student's implementation (what the exercise tests call), 5. the command line.
 
 The exercise tests are ordinary pytest tests in tests/coursework/, one marker
 per exercise (``exercise_2_3``), so a teacher can run one alone:
 
     python -m pytest tests/coursework -m exercise_2_3
+
+Tests in tests/coursework/hidden/ (``test_2_3_*.py``, same markers) run when the
+teacher runs pytest and when grading, and are never handed out. An exercise's
+points are shared among its tests equally, or by ``@pytest.mark.weight(w)``.
 
 This module uses only the standard library: the tests' conftest loads it by
 file path, so it must work even when a student's copy of the package does not.

@@ -1,17 +1,21 @@
 """The isolated runner of the grader: student code runs only in a worker process.
 
-What runs where, when ``python -m minilottery.coursework grade`` grades one exercise:
+What runs where, when ``python -m minilottery.coursework grade`` grades one exercise
+(minilottery/classroom.py drives it, for one submission or a class folder):
 
 1. The grading process (the teacher's installation) builds a per-exercise tree in a
    fresh temporary directory: a copy of the *teacher's* package in which only the
    exercise's functions are replaced by the student's (found by name with ``ast``;
    a notebook exercise runs the student's notebook against that package). A syntax
-   error elsewhere in the submission therefore cannot fail this exercise, and a
-   syntax error here is reported with the student's file and line.
-2. It starts the *teacher's* exercise tests (a fresh copy of tests/coursework) in a
-   pytest process that imports no student code. That process makes itself
-   non-dumpable (prctl PR_SET_DUMPABLE 0: a same-user process can neither ptrace it
-   nor open its /proc files) and reads a random per-run secret from its stdin.
+   error elsewhere in the submission, even in the same module, therefore cannot fail
+   this exercise, and a syntax error here is reported with the student's file and
+   line. A stated constraint ("loops") is checked there too, on the student's source
+   (minilottery/constraints.py), before any of it runs.
+2. It starts the *teacher's* exercise tests (a fresh copy of tests/coursework, hidden
+   tests included) in a pytest process that imports no student code. That process
+   makes itself non-dumpable (prctl PR_SET_DUMPABLE 0: a same-user process can
+   neither ptrace it nor open its /proc files) and reads a random per-run secret and
+   the run's spec (the teacher's registry among it) from its stdin.
 3. The ``student`` fixture of those tests starts the worker: ``python -I`` (no
    PYTHONPATH, no user site, no current directory on sys.path, so no submission
    ``sitecustomize``/``usercustomize``/``conftest.py``/plugin can load), a clean
@@ -19,24 +23,41 @@ What runs where, when ``python -m minilottery.coursework grade`` grades one exer
    session. The tests call the student's functions through proxies: arguments and
    results cross a pipe as JSON plus ``.npy`` arrays (never pickle, so a hostile
    worker cannot run code in the tests' process). Every assertion runs in the tests'
-   process, on data it received; in-place updates are copied back.
-4. The tests' process writes its report, signed with an HMAC under the secret, to a
+   process, on data it received; in-place updates are copied back. The worker's
+   output is drained as it comes (printing much cannot block it) and only its last
+   lines are shown. For a "numba" exercise the worker also says whether the function
+   is a Numba dispatcher holding a nopython compilation for the arguments it got.
+4. The tests' process writes its report (every collected test with its weight and
+   outcome, and any broken constraint), signed with an HMAC under the secret, to a
    pipe inherited from the grading process (the worker does not inherit it). The
-   grading process accepts only a report with a valid signature; it never reads an
-   exit status or a file the worker could write.
+   grading process accepts only a report with a valid signature and the run's token,
+   and computes the points from it; it never reads an exit status or a file the
+   worker could write.
 5. The worker's session is killed at the end, and the grading process sweeps /proc
    for any process of that session or carrying the run's token, and kills it too.
 
-What this does not protect against: the worker runs as the teacher's user, so it
-can read whatever that user can, use the network, or kill the grader (which only
-makes the exercise fail). It cannot write to files before any student code runs
-(RLIMIT_FSIZE 0), but it can delete or rename what that user may; the grader hashes
-the teacher's package and tests before and after, and withholds the verdict if
-they changed, but cannot undo such damage. A real sandbox is a container, e.g.
+What this does not protect against. The worker runs as the teacher's user, so it
+can read whatever that user can (the teacher's tests, hidden ones included, and the
+solutions in the teacher's installation: a student who knows where they are can
+load the solution of the exercise being graded), use the network, or kill the
+tests' process (which only makes the exercise score 0). It cannot write to files
+before any student code runs (RLIMIT_FSIZE 0), but it can delete or rename what
+that user may; the grader hashes the teacher's package and tests before and after,
+and withholds the verdict if they changed, but cannot undo such damage. The "numba"
+check's dynamic half runs in the worker, so a student who rewrites the worker's
+protocol could forge it (its static half, a jit decorator, cannot be). A real
+sandbox is a container that holds the grader and the submissions only, no network,
+a read-only file system except a scratch tmpfs, and limits on memory and processes:
 
-    docker run --rm --network none --read-only --tmpfs /tmp --memory 4g --pids-limit 256 \\
-        -v "$PWD/submissions:/submissions:ro" teacher-image \\
-        python -I -m minilottery.coursework grade /submissions/alice
+    docker run --rm --network none --read-only --tmpfs /tmp:exec --memory 4g \\
+        --pids-limit 512 --cpus 2 -v "$PWD/submissions:/submissions:ro" \\
+        -v "$PWD/results:/results" teacher-image \\
+        python -I -m minilottery.coursework grade /submissions --out /results
+
+where teacher-image is the teacher's checkout with ``pip install -e .``. The
+container keeps a submission from the host, the network and the other containers;
+inside it the worker still runs as the grader's user and can read the solutions the
+grader reads (keeping those from it would take a second user for the worker).
 
 This module uses only the standard library at import time (NumPy is imported where
 arrays cross the pipe; a process that has not imported it holds no array), as
