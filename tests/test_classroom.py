@@ -522,3 +522,25 @@ def test_the_seeded_profile_is_checked_at_collection(toy, tmp_path):
     assert done.returncode != 0
     assert "hidden/test_1_1_random.py::test_random: hypothesis settings must be derandomized" \
         in done.stdout + done.stderr
+    (tests / "hidden" / "test_1_1_random.py").write_text(
+        "import pytest\n@pytest.mark.exercise_1_1\n@pytest.mark.weight(0)\n"
+        "def test_weightless(student):\n    pass\n", encoding="utf-8")
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=120)
+    assert done.returncode != 0
+    assert "test_weightless: @pytest.mark.weight needs one number > 0, got (0,)" \
+        in done.stdout + done.stderr
+
+
+def test_an_interrupted_write_leaves_the_old_results(tmp_path, monkeypatch):
+    ex = TOY_EXERCISES[0]
+    first = {"ann": [classroom.Result(ex, ex.file, True, "", 10.0)]}
+    classroom.write_results(tmp_path, first)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+    def interrupted(source, target):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(classroom.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        classroom.write_results(tmp_path, {"ann": [classroom.Result(ex, ex.file, False, "x")]})
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
