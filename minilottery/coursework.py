@@ -374,6 +374,9 @@ def handout_readme(found):
                          for file, names in files.items())
     rules = "\n".join(f"- Exercise {ex.id} must be {_constraint_text(ex.constraint)}."
                       for ex in EXERCISES if ex.constraint)
+    if rules:
+        rules = ("\nSome exercises state how they must be written; the grader checks it, "
+                 "and an\nexercise that breaks its constraint scores 0:\n\n" + rules + "\n")
     return f"""# minilottery coursework
 
 This is your copy of minilottery, a NumPy + Numba framework that finds lottery
