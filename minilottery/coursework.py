@@ -376,7 +376,7 @@ def handout_readme(found):
                       for ex in EXERCISES if ex.constraint)
     if rules:
         rules = ("\nSome exercises state how they must be written; the grader checks it, "
-                 "and an\nexercise that breaks its constraint scores 0:\n\n" + rules + "\n")
+                 "and an\nexercise that breaks its constraint scores 0:\n\n" + rules)
     return f"""# minilottery coursework
 
 This is your copy of minilottery, a NumPy + Numba framework that finds lottery
