@@ -228,7 +228,8 @@ def classfolder(toy, tmp_path_factory):
                 "            open(os.path.join(place, 'report.json'), 'w').write("
                 "json.dumps([{'outcome': 'passed'}]))\n"
                 "        except OSError:\n            pass\n"
-                "    print('PASS  everything')\n    os._exit(0)\n")
+                "    print('\\x1b[32mPASS\\x1b[0m  everything\\x1b]0;title\\x07')\n"
+                "    os._exit(0)\n")
     student("h20_forged_exit", {"1.1": ("0", "the student's code stopped the process "
                                              "(no message)")},
             add="    raise SystemExit(0)\n")
