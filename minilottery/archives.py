@@ -52,31 +52,41 @@ def _members(archive):
             handle = zipfile.ZipFile(archive)
         except (zipfile.BadZipFile, OSError) as error:
             raise ArchiveError(f"{name} is not a readable zip archive: {error}") from None
-        for info in handle.infolist():
-            mode = info.external_attr >> 16
-            kind = stat.S_IFMT(mode)
-            if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
-                raise ArchiveError(f"{name}: member {info.filename!r} is a link or a special "
-                                   f"file; only files and folders are accepted")
-            members.append((_safe_name(name, info.filename), info.is_dir(), info.file_size,
-                            lambda info=info: handle.open(info)))
+        try:
+            for info in handle.infolist():
+                kind = stat.S_IFMT(info.external_attr >> 16)
+                if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
+                    raise ArchiveError(f"{name}: member {info.filename!r} is a link or a special "
+                                       f"file; only files and folders are accepted")
+                members.append((_safe_name(name, info.filename), info.is_dir(), info.file_size,
+                                lambda info=info: handle.open(info)))
+        except ArchiveError:
+            handle.close()
+            raise
         return handle, members
     try:
         handle = tarfile.open(archive)
     except (tarfile.TarError, OSError) as error:
         raise ArchiveError(f"{name} is not a readable tar archive: {error}") from None
     try:
-        infos = handle.getmembers()
+        declared = 0
+        for info in handle:     # member by member: stop at the first over a limit
+            if not (info.isfile() or info.isdir()):
+                raise ArchiveError(f"{name}: member {info.name!r} is a link or a special file; "
+                                   f"only files and folders are accepted")
+            declared += info.size
+            if len(members) == MAX_MEMBERS:
+                raise ArchiveError(f"{name} has more than {MAX_MEMBERS} members")
+            if declared > MAX_BYTES:
+                raise ArchiveError(f"{name} unpacks to more than {MAX_BYTES} bytes")
+            members.append((_safe_name(name, info.name), info.isdir(), info.size,
+                            lambda info=info: handle.extractfile(info)))
     except (tarfile.TarError, OSError, EOFError) as error:
         handle.close()
         raise ArchiveError(f"{name} is not a readable tar archive: {error}") from None
-    for info in infos:
-        if not (info.isfile() or info.isdir()):
-            handle.close()
-            raise ArchiveError(f"{name}: member {info.name!r} is a link or a special file; "
-                               f"only files and folders are accepted")
-        members.append((_safe_name(name, info.name), info.isdir(), info.size,
-                        lambda info=info: handle.extractfile(info)))
+    except ArchiveError:
+        handle.close()
+        raise
     return handle, members
 
 

@@ -484,6 +484,14 @@ def test_archive_limits(tmp_path, monkeypatch):
     with pytest.raises(archives.ArchiveError, match="unpacks to 5 bytes, more than 3"):
         archives.extract(tmp_path / "many.zip", tmp_path / "out2")
     assert not (tmp_path / "out1").exists() and not (tmp_path / "out2").exists()
+    tar_of(tmp_path / "many.tar.gz", {f"f{i}.txt": "x" for i in range(5)}, "w:gz")
+    with pytest.raises(archives.ArchiveError, match="many.tar.gz unpacks to more than 3 bytes"):
+        archives.extract(tmp_path / "many.tar.gz", tmp_path / "out4")
+    monkeypatch.setattr(archives, "MAX_BYTES", 100)
+    monkeypatch.setattr(archives, "MAX_MEMBERS", 4)
+    with pytest.raises(archives.ArchiveError, match="many.tar.gz has more than 4 members"):
+        archives.extract(tmp_path / "many.tar.gz", tmp_path / "out5")
+    monkeypatch.setattr(archives, "MAX_MEMBERS", 100)
     with tarfile.open(tmp_path / "fifo.tar", "w") as archive:
         info = tarfile.TarInfo("pipe")
         info.type = tarfile.FIFOTYPE
