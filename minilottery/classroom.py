@@ -330,12 +330,21 @@ def _run_all(tasks, scratch, timeout, jobs, course):
 
 
 def grade(submission, *, timeout=90.0, jobs=2, course=THIS_COURSE):
-    """Grade one submission: a Result per exercise found in it, in registry order."""
+    """Grade one submission (a copy, a module, a notebook or an archive of one): a
+    Result per exercise found in it, in registry order."""
     _check_course(course)
     submission = Path(submission).resolve()
     before = _fingerprint(course)
     with tempfile.TemporaryDirectory(prefix="minilottery-grade-") as scratch:
-        results = _run_all(find_targets(submission, course), Path(scratch), timeout, jobs, course)
+        scratch = Path(scratch)
+        if archives.is_archive(submission):
+            try:
+                submission = _unpacked(archives.extract(submission, scratch / "unpacked"), course)
+            except archives.ArchiveError as error:
+                raise GradeError(str(error)) from None
+        (scratch / "work").mkdir()
+        results = _run_all(find_targets(submission, course), scratch / "work", timeout, jobs,
+                           course)
     _unchanged(course, before)
     return results
 

@@ -356,6 +356,16 @@ def test_a_counterexample_is_the_same_on_every_grading(toy, graded, classfolder)
     assert first["1.1"].message == expected["w07_add_off"]["1.1"][1]
 
 
+def test_one_archive_is_graded_as_one_submission(toy, tmp_path):
+    zip_of(tmp_path / "dan.zip", {"dan/minilottery/toy.py": toy_module(add="    return a * b\n")})
+    results = classroom.grade(tmp_path / "dan.zip", timeout=TIMEOUT, course=toy)
+    assert [(r.exercise.id, r.points, r.message) for r in results] == \
+        [("1.1", 0.0, "add(2, 3) is 6, should be 5"), ("1.2", 6.0, "")]
+    zip_of(tmp_path / "eve.zip", {"/etc/toy.py": "x"})
+    with pytest.raises(classroom.GradeError, match="member '/etc/toy.py' is an absolute path"):
+        classroom.grade(tmp_path / "eve.zip", course=toy)
+
+
 def test_the_command_line_grades_a_class_folder(tmp_path):
     """`grade FOLDER --out DIR` on the real course: a folder of two notebooks, one right
     (the project's own tutorial), one without exercise cells."""
