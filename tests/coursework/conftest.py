@@ -10,7 +10,13 @@ functions in this process. Run by the grader (MINILOTTERY_GRADING set), this pro
 imports no student code: it reads the run's secret and spec from stdin, makes itself
 non-dumpable, and ``student`` returns proxies that call the student's functions in
 an isolated worker (see minilottery/grading.py). The report goes to an inherited
-pipe, signed with the secret.
+pipe, signed with the secret: every collected test with its weight and outcome, and
+any constraint the worker found broken; the grader computes the points from it.
+
+This conftest also covers tests/coursework/hidden/ (the teacher's hidden tests).
+``@pytest.mark.weight(w)`` sets a test's share of its exercise's points (default 1),
+and every hypothesis test runs under the derandomized "coursework" profile; both
+are checked when the tests are collected.
 """
 
 import importlib.util
