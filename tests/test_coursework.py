@@ -321,6 +321,17 @@ def test_a_missing_module_in_a_student_copy_is_reported(tmp_path):
     assert not result.passed and result.message == "minilottery/reference.py is missing"
 
 
+def test_list_names_every_exercise_with_its_points_and_constraint(tmp_path):
+    status, out, err = run_cli("list", cwd=tmp_path)
+    assert status == 0, err
+    lines = out.splitlines()
+    assert len(lines) == len(EXERCISES)
+    for ex, line in zip(EXERCISES, lines):
+        assert line.startswith(f"{ex.id}  {ex.title}  [{ex.file}]  -m {ex.marker}  "
+                               f"{ex.points} points"), line
+        assert line.endswith(f"({ex.constraint})" if ex.constraint else "points"), line
+
+
 def test_grading_something_unknown_exits_2(tmp_path):
     status, stdout, stderr = run_cli("grade", tmp_path / "nothing-here", cwd=tmp_path)
     assert status == 2 and "does not exist" in stderr and "Traceback" not in stderr
