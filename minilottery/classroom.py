@@ -103,8 +103,18 @@ class Result:
     tests: list = field(default_factory=list)
 
     def __post_init__(self):
-        self.message = " ".join(grading.strip_controls(self.message).split())
+        self.message = shorten(self.message)
         self.shown = grading.strip_controls(self.shown)
+
+
+MAX_SHOWN = 500      # characters of a message shown (a student's exception can be huge)
+
+
+def shorten(message):
+    """A message as shown: control sequences stripped, whitespace collapsed, at most
+    MAX_SHOWN characters."""
+    text = " ".join(grading.strip_controls(message).split())
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 3] + "..."
 
 
 def failed(target, message):
@@ -474,7 +484,7 @@ def feedback(student, results):
         if result.message:
             lines.append(f"  {result.message}")
         for test in result.tests:
-            message = " ".join(grading.strip_controls(test["message"]).split())
+            message = shorten(test["message"])
             lines.append(f"    {test['outcome']:8} {test['test']}"
                          + (f": {message}" if message else ""))
         lines.append("")
@@ -532,7 +542,7 @@ def write_results(out_dir, graded):
                        "exercises": [{"exercise": r.exercise.id, "title": r.exercise.title,
                                       "file": r.shown, "points": round(r.points, 2),
                                       "max_points": r.exercise.points, "message": r.message,
-                                      "tests": [{**t, "message": grading.strip_controls(t["message"])}
+                                      "tests": [{**t, "message": shorten(t["message"])}
                                                 for t in r.tests]}
                                      for r in results]})
     for name, text in (("results.json", json.dumps({"students": nested}, indent=1) + "\n"),

@@ -1,5 +1,5 @@
 """Grading a class: a toy course (two pure-Python exercises, its own tests and a hidden
-one) and a folder of 30 generated submissions, correct, wrong, broken and hostile,
+one) and a folder of 31 generated submissions, correct, wrong, broken and hostile,
 graded in parallel. Every CSV row is checked exactly, and the teacher's files are
 byte-identical afterwards. Also: the constraint checks on the real exercises, the
 archive checks, and the seeded counterexample."""
@@ -146,7 +146,7 @@ CONSTRAINT = "constraint 'loops' violated (written with Python loops, no vectori
 
 @pytest.fixture(scope="module")
 def classfolder(toy, tmp_path_factory):
-    """30 submissions and, for each, the rows its honest content earns:
+    """31 submissions and, for each, the rows its honest content earns:
     {student: {exercise: (points, message)}}."""
     folder = tmp_path_factory.mktemp("class") / "submissions"
     folder.mkdir()
@@ -250,6 +250,8 @@ def classfolder(toy, tmp_path_factory):
     student("h24_huge_output", add="    print('x' * 2_000_000)\n    return a + b\n")
     student("h25_ansi", {"1.1": ("0", "ValueError: red done")},
             add='    raise ValueError("\\x1b[2J\\x1b]0;owned\\x07\\x1b[31mred\\x1b[0m\\x08 done")\n')
+    student("h25_long_message", {"1.2": ("0", "ValueError: " + "y" * 485 + "...")},
+            total="    for value in values:\n        value = 0\n    raise ValueError('y' * 1_000_000)\n")
     zip_of(folder / "h26_dotdot.zip", {"../escaped.py": "print('out')\n",
                                        "minilottery/toy.py": toy_module()})
     expected["h26_dotdot"] = {ex: ("0", "h26_dotdot.zip: member '../escaped.py' leaves the "
@@ -273,7 +275,7 @@ def classfolder(toy, tmp_path_factory):
                 "        try:\n            os.write(fd, forged)\n"
                 "        except OSError:\n            pass\n"
                 "    return a + b + 1\n")
-    assert len(expected) == 30
+    assert len(expected) == 31
     return folder, expected, marker, teacher_files
 
 
