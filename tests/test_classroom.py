@@ -449,6 +449,43 @@ def test_a_vectorised_conv_backward_breaks_loops(source, complaint):
     assert any(complaint in problem for problem in problems), problems
 
 
+def kernel_notebook(path, source):
+    coursework.write_notebook(path, {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
+        {"cell_type": "code", "metadata": {"minilottery": {"exercises": ["1.1"]}},
+         "source": source.splitlines(keepends=True), "outputs": [], "execution_count": None}]})
+    return path
+
+
+def test_a_kernel_that_only_looks_jitted_fails_in_the_worker(toy, tmp_path):
+    """A notebook exercise with the "numba" constraint: a real @njit kernel passes; a
+    decorator merely named njit passes the static check, and the worker's check, sent
+    through the signed report, fails it."""
+    course = classroom.Course(tmp_path / "kernels", (
+        Exercise("1.1", "double, a Numba kernel", "tutorials/k.ipynb", ("double",),
+                 constraint="numba"),))
+    shutil.copytree(toy.package, course.package)
+    course.tests.mkdir(parents=True)
+    shutil.copy2(toy.tests / "conftest.py", course.tests / "conftest.py")
+    (course.tests / "__init__.py").write_text("", encoding="utf-8")
+    (course.tests / "test_1_1_double.py").write_text(
+        "import numpy as np\nimport pytest\n\npytestmark = pytest.mark.exercise_1_1\n\n\n"
+        "def test_double(student):\n    got = student('1.1').double(np.arange(3.0))\n"
+        "    assert np.array_equal(got, [0.0, 2.0, 4.0]), f'double gave {got}'\n",
+        encoding="utf-8")
+    body = "def double(x):\n    out = np.empty_like(x)\n    for i in range(x.size):\n" \
+           "        out[i] = 2 * x[i]\n    return out\n"
+    real = kernel_notebook(tmp_path / "real.ipynb",
+                           "import numpy as np\nfrom numba import njit\n\n@njit\n" + body)
+    fake = kernel_notebook(tmp_path / "fake.ipynb",
+                           "import numpy as np\n\ndef njit(f):\n    return f\n\n@njit\n" + body)
+    [passed] = classroom.grade(real, timeout=60, course=course)
+    assert (passed.passed, passed.points, passed.message) == (True, 10.0, "")
+    [failed] = classroom.grade(fake, timeout=60, course=course)
+    assert (failed.points, failed.message) == (
+        0.0, "constraint 'numba' violated (a Numba-compiled (nopython) kernel): double is a "
+             "plain function, not a Numba-compiled function (decorate it with @njit)")
+
+
 def test_a_plain_numpy_adam_breaks_numba():
     assert constraints.violations("numba", [(NUMPY_ADAM, "optim.py")], ("adam_update",)) == \
         ["optim.py, line 2: adam_update is not decorated with numba's @njit (or @jit in "
