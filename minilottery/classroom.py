@@ -16,6 +16,8 @@ counted from the report the tests' process signed; a test that did not report
 (the process died) earns nothing. A violated constraint (minilottery/constraints.py)
 scores 0. A missing exercise scores 0; the list of exercises and their points come from
 the teacher's registry only, so extra notebooks or metadata in a submission add nothing.
+A submission, or an exercise's file in it, that is a symbolic link scores 0 (it could
+point at the teacher's solution).
 
 A class folder holds one entry per student: a folder (a student copy), a notebook,
 a module, or an archive (.zip, .tar, .tar.gz, .tgz; extracted by
@@ -160,7 +162,11 @@ def _directory_targets(root, course):
     targets = []
     for ex in course.exercises:
         path = root / ex.file
-        if not path.is_file():
+        if _linked(root, ex.file):
+            targets.append(Target(ex, None, ex.file, problem=f"{ex.file} is a symbolic link "
+                                                             f"(or lies in a linked folder); "
+                                                             f"hand in the file itself"))
+        elif not path.is_file():
             targets.append(Target(ex, None, ex.file, problem=f"{ex.file} is missing"))
         elif path.suffix == ".ipynb":
             try:
@@ -173,6 +179,17 @@ def _directory_targets(root, course):
         else:
             targets.append(Target(ex, path, ex.file))
     return targets
+
+
+def _linked(root, relative):
+    """Whether ``root/relative`` or a folder on the way is a symbolic link (it could point
+    at the teacher's solution)."""
+    path = root
+    for part in Path(relative).parts:
+        path = path / part
+        if path.is_symlink():
+            return True
+    return False
 
 
 def student_sources(target):
@@ -415,6 +432,8 @@ def _student_targets(entry, unpack_dir, course):
     in the submission, or a submission that cannot be read, gives a target with its
     problem)."""
     try:
+        if entry.is_symlink():
+            raise GradeError(f"{entry.name} is a symbolic link; hand in the submission itself")
         if archives.is_archive(entry):
             entry = _unpacked(archives.extract(entry, unpack_dir), course)
         elif not (entry.is_dir() or entry.suffix in (".ipynb", ".py")):

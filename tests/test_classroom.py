@@ -1,5 +1,5 @@
 """Grading a class: a toy course (two pure-Python exercises, its own tests and a hidden
-one) and a folder of 31 generated submissions, correct, wrong, broken and hostile,
+one) and a folder of 33 generated submissions, correct, wrong, broken and hostile,
 graded in parallel. Every CSV row is checked exactly, and the teacher's files are
 byte-identical afterwards. Also: the constraint checks on the real exercises, the
 archive checks, and the seeded counterexample."""
@@ -146,7 +146,7 @@ CONSTRAINT = "constraint 'loops' violated (written with Python loops, no vectori
 
 @pytest.fixture(scope="module")
 def classfolder(toy, tmp_path_factory):
-    """31 submissions and, for each, the rows its honest content earns:
+    """33 submissions and, for each, the rows its honest content earns:
     {student: {exercise: (points, message)}}."""
     folder = tmp_path_factory.mktemp("class") / "submissions"
     folder.mkdir()
@@ -275,7 +275,16 @@ def classfolder(toy, tmp_path_factory):
                 "        try:\n            os.write(fd, forged)\n"
                 "        except OSError:\n            pass\n"
                 "    return a + b + 1\n")
-    assert len(expected) == 31
+    (folder / "h32_links_the_solution" / "minilottery").mkdir(parents=True)
+    (folder / "h32_links_the_solution" / "minilottery" / "toy.py").symlink_to(
+        toy.package / "toy.py")
+    expected["h32_links_the_solution"] = {
+        ex: ("0", "minilottery/toy.py is a symbolic link (or lies in a linked folder); hand in "
+                  "the file itself") for ex in full}
+    (folder / "h33_linked_folder").symlink_to(toy.root)
+    expected["h33_linked_folder"] = {ex: ("0", "h33_linked_folder is a symbolic link; hand in "
+                                               "the submission itself") for ex in full}
+    assert len(expected) == 33
     return folder, expected, marker, teacher_files
 
 
