@@ -10,26 +10,35 @@ that one source:
     python -m minilottery.coursework list               the exercises
     python -m minilottery.coursework build OUT_DIR      the student copy: every block replaced by
                                                         raise NotImplementedError("Exercise 2.3: ...")
-    python -I -m minilottery.coursework grade SUBMISSION
-                                                        grade a student's copy, module or
-                                                        notebook; print a score
+    python -I -m minilottery.coursework grade SUBMISSION [--out DIR] [--jobs N]
+                                                        grade a student's copy, module,
+                                                        notebook or archive, or a class
+                                                        folder of them; print the points,
+                                                        write CSV, JSON and feedback to DIR
 
 Grading never runs the student's code in the grading process, never trusts a file
 or an exit status the student's code could write, and grades each exercise with the
 teacher's solution of every other exercise in place: minilottery/grading.py says
-how, and what this does not protect against. Run the grader with ``-I`` from the
+how, and what this does not protect against; minilottery/classroom.py turns the
+tests' reports into points (class folders, CSV, JSON, feedback), and
+minilottery/constraints.py checks what an exercise states about its implementation
+("loops", "numba"). Run the grader with ``-I`` from the
 teacher's installation (``python -I`` keeps the current directory off sys.path, so
 grading from inside a submission cannot import the submission's copy of the grader).
 
 The module reads top to bottom: 1. the registry of exercises, 2. stripping a
 source (a module or a notebook) down to its student version, 3. building the
-student copy, 4. loading a student's implementation (what the exercise tests
-call), 5. grading, 6. the command line.
+student copy (only files git tracks; never tests/coursework/hidden), 4. loading a
+student's implementation (what the exercise tests call), 5. the command line.
 
 The exercise tests are ordinary pytest tests in tests/coursework/, one marker
 per exercise (``exercise_2_3``), so a teacher can run one alone:
 
     python -m pytest tests/coursework -m exercise_2_3
+
+Tests in tests/coursework/hidden/ (``test_2_3_*.py``, same markers) run when the
+teacher runs pytest and when grading, and are never handed out. An exercise's
+points are shared among its tests equally, or by ``@pytest.mark.weight(w)``.
 
 This module uses only the standard library: the tests' conftest loads it by
 file path, so it must work even when a student's copy of the package does not.
@@ -37,7 +46,6 @@ file path, so it must work even when a student's copy of the package does not.
 
 import argparse
 import atexit
-import concurrent.futures
 import json
 import os
 import re
@@ -45,20 +53,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import types
 from dataclasses import dataclass
 from pathlib import Path
-
-try:
-    from . import grading
-except ImportError:       # loaded by file path (the tests' conftest, the grader's worker)
-    import importlib.util
-    _spec = importlib.util.spec_from_file_location(
-        "_minilottery_grading_for_tests", Path(__file__).resolve().parent / "grading.py")
-    grading = sys.modules.setdefault(_spec.name, importlib.util.module_from_spec(_spec))
-    if not hasattr(grading, "Worker"):
-        _spec.loader.exec_module(grading)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_DIR.parent                  # the copy this module belongs to
@@ -302,21 +299,52 @@ class BuildError(RuntimeError):
     pass
 
 
-SKIPPED = {"__pycache__", ".ipynb_checkpoints", ".pytest_cache", ".hypothesis"}
-SKIPPED_SUFFIXES = (".pyc", ".nbi", ".nbc")   # bytecode and Numba's cache
+HANDED_OUT = ("minilottery", "tutorials", "tests/coursework", "data", "setup.cfg", "pyproject.toml")
+HIDDEN = "tests/coursework/hidden"      # the teacher's hidden tests: graded, never handed out
+# Without git: what a working tree holds that is not the project (runs, caches, builds).
+SKIPPED = {"__pycache__", ".ipynb_checkpoints", ".pytest_cache", ".hypothesis", "runs", ".git",
+           ".venv", "venv", ".venv-ci", "build", "dist", ".mypy_cache", ".ruff_cache"}
+SKIPPED_SUFFIXES = (".pyc", ".pyo", ".nbi", ".nbc", ".egg-info", "~", ".swp")
 
 
-def _files(root):
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and not SKIPPED.intersection(path.relative_to(root).parts) \
-                and not path.name.endswith(SKIPPED_SUFFIXES):
-            yield path
+def tracked_files(source_root):
+    """The paths (relative, POSIX) that git tracks in ``source_root``, or None when it is
+    not a git checkout (or git is missing)."""
+    try:
+        done = subprocess.run(["git", "-C", str(source_root), "ls-files", "-z", "--cached"],
+                              capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    files = [name for name in done.stdout.decode("utf-8", "surrogateescape").split("\0") if name]
+    return set(files) if done.returncode == 0 and files else None
+
+
+def handout_files(source_root):
+    """The files of ``source_root`` that go into the student copy, relative and sorted: the
+    tracked ones (all of them, when not a git checkout, less SKIPPED) under HANDED_OUT,
+    never the hidden tests."""
+    tracked = tracked_files(source_root)
+    if tracked is None:
+        tracked = set()
+        for path in source_root.rglob("*"):
+            parts = path.relative_to(source_root).parts
+            if path.is_file() and not SKIPPED.intersection(parts) \
+                    and not any(part.endswith(SKIPPED_SUFFIXES) for part in parts):
+                tracked.add(path.relative_to(source_root).as_posix())
+    chosen = []
+    for name in sorted(tracked):
+        inside = any(name == top or name.startswith(top + "/") for top in HANDED_OUT)
+        if inside and not (name + "/").startswith(HIDDEN + "/") \
+                and (source_root / name).is_file() and not (source_root / name).is_symlink():
+            chosen.append(name)
+    return chosen
 
 
 def build(out_dir, source_root=PROJECT_ROOT):
     """Write the student copy of ``source_root`` to ``out_dir`` (which must not exist or be
     empty): the package and the tutorials with every solution block stubbed, the exercise
-    tests, the data, the packaging files and a hand-out README. Built in a temporary
+    tests (not the hidden ones), the data, the packaging files and a hand-out README; only
+    files git tracks (see handout_files), with modes 0644 and 0755. Built in a temporary
     directory beside ``out_dir`` and renamed into place, so a failure leaves nothing.
     Returns {exercise id: [files holding its block]}."""
     source_root, out = Path(source_root), Path(out_dir)
@@ -327,22 +355,19 @@ def build(out_dir, source_root=PROJECT_ROOT):
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     try:
         found = {}
-        for folder in ("minilottery", "tutorials", "tests/coursework", "data"):
-            if (source_root / folder).is_dir():
-                for path in _files(source_root / folder):
-                    relative = path.relative_to(source_root).as_posix()
-                    for block in _copy_student_version(path, staging / relative, relative):
-                        found.setdefault(block.id, []).append(relative)
-        for name in ("setup.cfg", "pyproject.toml"):
-            if (source_root / name).is_file():
-                shutil.copy2(source_root / name, staging / name)
+        for relative in handout_files(source_root):
+            for block in _copy_student_version(source_root / relative, staging / relative,
+                                               relative):
+                found.setdefault(block.id, []).append(relative)
         for ex in EXERCISES:
             if ex.file not in found.get(ex.id, []):
                 raise BuildError(f"exercise {ex.id}: no ### BEGIN SOLUTION {ex.id} block in "
-                                 f"{ex.file} (the file the registry names)")
+                                 f"{ex.file} (the file the registry names, tracked by git)")
             if len(found[ex.id]) != len(set(found[ex.id])):
                 raise BuildError(f"exercise {ex.id}: more than one block in one file")
         (staging / "README.md").write_text(handout_readme(found), encoding="utf-8")
+        for path in [staging, *staging.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
         if out.exists():
             out.rmdir()
         os.rename(staging, out)
@@ -361,14 +386,25 @@ def _copy_student_version(source, target, where):
         notebook, blocks = strip_notebook(read_notebook(source), where)
         write_notebook(target, notebook)
     else:
-        shutil.copy2(source, target)
+        shutil.copyfile(source, target)
         blocks = []
     return blocks
 
 
 def handout_readme(found):
     rows = "\n".join(f"| {ex.id} | {ex.title} | {', '.join(f'`{f}`' for f in found[ex.id])} "
+                     f"| {', '.join(f'`{name}`' for name in ex.names)} | {ex.points} "
                      f"| `{ex.marker}` |" for ex in EXERCISES)
+    files = {}
+    for ex in EXERCISES:
+        files.setdefault(ex.file, []).extend(ex.names)
+    editable = "\n".join(f"- `{file}`: {', '.join(f'`{name}`' for name in names)}"
+                         for file, names in files.items())
+    rules = "\n".join(f"- Exercise {ex.id} must be {_constraint_text(ex.constraint)}."
+                      for ex in EXERCISES if ex.constraint)
+    if rules:
+        rules = ("\nSome exercises state how they must be written; the grader checks it, "
+                 "and an\nexercise that breaks its constraint scores 0:\n\n" + rules)
     return f"""# minilottery coursework
 
 This is your copy of minilottery, a NumPy + Numba framework that finds lottery
@@ -380,8 +416,8 @@ Each one is a line
 in the file below. Replace that line with your code; the docstring above it
 states what to compute.
 
-| Exercise | What you write | File | Test marker |
-|---|---|---|---|
+| Exercise | What you write | File | Functions | Points | Test marker |
+|---|---|---|---|---|---|
 {rows}
 
 ## Check your work
@@ -393,17 +429,42 @@ From this directory:
     python -m pytest tests/coursework -m exercise_2_3                 # one exercise, full pytest output
 
 The grader prints PASS or FAIL per exercise with the first failing check
-(expected vs got) and exits with status 0 only when every exercise passes.
+(expected vs got), your points, and exits with status 0 only when every
+exercise passes. Your teacher grades with their own copy of the grader and
+tests, and may add tests you do not see; an exercise's points are shared
+among its tests, so a partly right function earns part of them.
+
+## What you may edit
+
+Only these functions, in these files (in a notebook, the exercise's cell,
+keeping the cell's metadata):
+
+{editable}
+
+Each exercise is graded on its own, with the teacher's version of
+everything else (other functions, other files, the tests): a change
+anywhere else is ignored, and a syntax error in one function fails that
+exercise alone.
+{rules}
 
 ## What to hand in
 
-The files of the table, as they are in this copy: only the functions named
-there are graded, each on its own, with the teacher's version of everything
-else (other functions, other files, the tests). Edit only those functions
-(in a notebook, the exercise's cell, keeping its metadata); a syntax error
-in one of them fails that exercise alone.
-To step through a Numba kernel in plain Python, set NUMBA_DISABLE_JIT=1.
+This whole folder (or a .zip or .tar.gz of it), named after you, e.g.
+`alice/` or `alice.zip`: the grader reads the files of the table from it.
+Leave out run directories and caches. A single notebook or module can be
+handed in on its own when your teacher asks for one exercise only.
+
+To step through a Numba kernel in plain Python, set NUMBA_DISABLE_JIT=1
+(the grader compiles it with Numba all the same).
 """
+
+
+def _constraint_text(constraint):
+    return {"loops": "written with Python for/while loops: no einsum, tensordot, dot, matmul "
+                     "or @ outside a loop, no as_strided, sliding_window_view, im2col or the "
+                     "package's fast kernels",
+            "numba": "a Numba kernel: decorated with @njit and compiling in nopython mode"
+            }.get(constraint, constraint)
 
 
 # ----------------------------------------------------------------------------
@@ -421,7 +482,7 @@ def _python_source(cell_text):
                    for line in cell_text.splitlines(keepends=True))
 
 
-def run_notebook(path, exercise_id, workdir=None, before_run=None):
+def run_notebook(path, exercise_id, workdir=None, before_run=None, exercises=None):
     """Execute the code cells of a notebook, in order, up to and including the cell of
     exercise ``exercise_id``, in one fresh namespace; return the namespace.
 
@@ -432,7 +493,7 @@ def run_notebook(path, exercise_id, workdir=None, before_run=None):
     raises, and a cell that misses a function of another exercise (a NameError) count
     as run: each exercise is graded on its own. ``before_run()``, if given, is called
     once every cell file is written, before the first cell runs (the grader's worker
-    forbids file writes there)."""
+    forbids file writes there). ``exercises`` is the registry (default EXERCISES)."""
     path = Path(path)
     notebook = read_notebook(path)
     cells = notebook_exercise_cells(notebook)
@@ -443,9 +504,10 @@ def run_notebook(path, exercise_id, workdir=None, before_run=None):
         atexit.register(shutil.rmtree, workdir, ignore_errors=True)
     workdir = Path(workdir)
     namespace = {"__name__": "__main__"}
-    other_stubs = {ex.stub_message for ex in EXERCISES if ex.id != exercise_id}
+    exercises = EXERCISES if exercises is None else exercises
+    other_stubs = {ex.stub_message for ex in exercises if ex.id != exercise_id}
     other_cells = {index for other, index in cells.items() if other != exercise_id}
-    other_names = {name for ex in EXERCISES if ex.id != exercise_id for name in ex.names}
+    other_names = {name for ex in exercises if ex.id != exercise_id for name in ex.names}
     cell_files = {}
     for index, cell in enumerate(notebook["cells"][:cells[exercise_id]], start=1):
         if cell.get("cell_type") == "code":
@@ -518,210 +580,15 @@ def _load(ex, notebook):
 
 
 # ----------------------------------------------------------------------------
-# 5. Grade
+# 5. The command line
 # ----------------------------------------------------------------------------
 
-@dataclass
-class Target:
-    """One exercise to grade, from the student's file ``source`` (a module, or a notebook
-    run against the teacher's package); ``shown`` is the file named in the report."""
+def _jobs(text):
+    jobs = int(text)
+    if jobs < 1:
+        raise argparse.ArgumentTypeError(f"--jobs must be at least 1, got {jobs}")
+    return jobs
 
-    exercise: Exercise
-    source: Path
-    shown: str
-    problem: str = None      # set when the exercise cannot even be run (e.g. a missing file)
-
-    @property
-    def notebook(self):
-        return self.source is not None and self.source.suffix == ".ipynb"
-
-
-@dataclass
-class Result:
-    exercise: Exercise
-    shown: str
-    passed: bool
-    message: str = ""
-
-
-class GradeError(RuntimeError):
-    """The submission cannot be graded at all (not a file or copy the grader knows)."""
-
-
-def find_targets(submission, scratch=None):
-    """What to grade in a submission: a student copy (a directory: every exercise of the
-    registry, a missing one with its problem), one of its modules, or a notebook."""
-    submission = Path(submission).resolve()
-    if submission.is_dir():
-        return _directory_targets(submission)
-    if not submission.is_file():
-        raise GradeError(f"{submission} does not exist")
-    if submission.suffix == ".ipynb":
-        ids = notebook_exercise_cells(read_notebook(submission))
-        targets = [Target(BY_ID[i], submission, submission.name) for i in sorted(ids) if i in BY_ID]
-        if not targets:
-            raise GradeError(f"{submission.name} has no exercise cells (no cell with "
-                             f"minilottery exercise metadata or a BEGIN SOLUTION marker)")
-        return targets
-    if submission.suffix == ".py":
-        exercises = [ex for ex in EXERCISES if Path(ex.file).name == submission.name]
-        if not exercises:
-            raise GradeError(f"{submission.name} holds no exercise; the graded modules are "
-                             f"{', '.join(sorted({Path(ex.file).name for ex in EXERCISES if ex.file.endswith('.py')}))}")
-        return [Target(ex, submission, submission.name) for ex in exercises]
-    raise GradeError(f"{submission.name}: grade a student copy (a directory), a .py module "
-                     f"or an .ipynb notebook")
-
-
-def _directory_targets(root):
-    """One target per exercise of the teacher's registry, from the file the registry
-    names: extra notebooks and extra exercise tags add nothing, a missing file or
-    notebook cell scores 0."""
-    targets = []
-    for ex in EXERCISES:
-        path = root / ex.file
-        if not path.is_file():
-            targets.append(Target(ex, None, ex.file, problem=f"{ex.file} is missing"))
-        elif path.suffix == ".ipynb":
-            try:
-                found = ex.id in notebook_exercise_cells(read_notebook(path))
-                problem = None if found else (f"{ex.file} has no cell of exercise {ex.id} "
-                                              f"(its cell metadata is gone)")
-            except ValueError as error:
-                problem = str(error)
-            targets.append(Target(ex, path, ex.file, problem=problem))
-        else:
-            targets.append(Target(ex, path, ex.file))
-    return targets
-
-
-def _teacher_copy(folder):
-    """A pristine copy of the teacher's package and exercise tests in ``folder``."""
-    grading.copy_tree(PACKAGE_DIR, folder / "minilottery")
-    grading.copy_tree(TESTS_DIR, folder / "tests" / "coursework")
-    return folder
-
-
-def run_exercise_tests(target, scratch, timeout):
-    """Grade one exercise in isolation (see minilottery/grading.py): the teacher's tests,
-    in a process of the teacher's code, call the student's functions in a worker built
-    from the teacher's package with only this exercise's functions swapped in. The
-    verdict comes from the signed report of the tests' process, nothing else."""
-    ex = target.exercise
-    if target.problem:
-        return Result(ex, target.shown, False, target.problem)
-    work = Path(tempfile.mkdtemp(prefix=f"grade-{ex.marker}-", dir=scratch))
-    teacher = _teacher_copy(work / "teacher")
-    tree = grading.copy_tree(PACKAGE_DIR, work / "tree" / "minilottery").parent
-    spec = {"tree": str(tree), "exercise": ex.id, "names": list(ex.names), "module": ex.module,
-            "notebook": None, "token": grading.secrets.token_hex(16), "scratch": str(work)}
-    try:
-        if target.notebook:
-            spec["notebook"] = str(shutil.copy(target.source, work / target.source.name))
-        else:
-            teacher_text = (PACKAGE_DIR.parent / ex.file).read_text(encoding="utf-8")
-            student_text = target.source.read_text(encoding="utf-8", errors="replace")
-            (tree / ex.file).write_text(grading.splice(teacher_text, student_text, ex.names,
-                                                       target.shown, ex.id), encoding="utf-8")
-    except grading.SubmissionError as error:
-        return Result(ex, target.shown, False, str(error))
-    (work / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
-    secret = grading.new_secret()
-    # Non-dumpable first, then the secret: the tests' conftest finds it in __main__.
-    boot = ("import ctypes, sys; ctypes.CDLL(None).prctl(4, 0, 0, 0, 0); "
-            "GRADING_INPUT = sys.stdin.buffer.read().decode().splitlines(); "
-            "sys.path.insert(0, sys.argv.pop(1)); import pytest; sys.exit(pytest.main(sys.argv[1:]))")
-    command = [sys.executable, "-I", "-c", boot, str(teacher), str(teacher / "tests" / "coursework"),
-               "-m", ex.marker, "-q", "-p", "no:cacheprovider", "-c", str(work / "pytest.ini"),
-               "--rootdir", str(work)]
-    read_end, write_end = os.pipe()
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8", "MPLBACKEND": "Agg",
-           "PYTHONDONTWRITEBYTECODE": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
-           "NUMBA_CACHE_DIR": str(work / "numba"), "MINILOTTERY_GRADING": "1",
-           "MINILOTTERY_REPORT_FD": str(write_end), "MINILOTTERY_TIMEOUT": f"{timeout:g}"}
-    tests = subprocess.Popen(command, cwd=work, env=env, stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             pass_fds=(write_end,), start_new_session=True)
-    os.close(write_end)
-    chunks = []
-    def read_all():
-        while True:
-            chunk = os.read(read_end, 1 << 20)
-            if not chunk:
-                return
-            chunks.append(chunk)
-    reader = threading.Thread(target=read_all, daemon=True)
-    reader.start()
-    try:
-        output, _ = tests.communicate(f"{secret.hex()}\n{json.dumps(spec)}\n".encode(),
-                                      timeout=timeout * 4 + 30)
-    except subprocess.TimeoutExpired:
-        return Result(ex, target.shown, False,
-                      f"timed out after {timeout:g} s (an endless loop? a very slow implementation?)")
-    finally:
-        grading.kill_session(tests.pid, spec["token"])
-        reader.join(5)
-        os.close(read_end)
-    return _verdict(target, b"".join(chunks), secret, spec["token"], output)
-
-
-def _verdict(target, raw, secret, token, output):
-    ex = target.exercise
-    try:
-        message = json.loads(raw.decode("utf-8"))
-        payload = message["payload"]
-        good = grading.hmac.compare_digest(message["mac"], grading.sign(secret, payload.encode()))
-        report = json.loads(payload) if good else None
-        tests = report["tests"] if report and report["token"] == token else None
-    except (ValueError, KeyError, TypeError, AttributeError):
-        tests = None
-    if tests is None:   # the tests' process gave no valid report: show its last error line
-        lines = output.decode("utf-8", errors="replace").strip().splitlines()
-        errors = [line.strip() for line in lines if re.search(r"Error\b|error:", line)]
-        return Result(ex, target.shown, False,
-                      f"the tests could not run: {(errors or lines or ['no output'])[-1]}")
-    failures = [test for test in tests if test["outcome"] == "failed"]
-    if failures:
-        return Result(ex, target.shown, False, failures[0]["message"])
-    if not any(test["outcome"] == "passed" for test in tests):
-        return Result(ex, target.shown, False, f"no test of marker {ex.marker} passed")
-    return Result(ex, target.shown, True)
-
-
-def grade(submission, *, timeout=90.0, jobs=2):
-    """Grade a submission: one Result per exercise found in it, in registry order."""
-    if not TESTS_DIR.is_dir():
-        raise GradeError(f"the exercise tests are missing: expected them in {TESTS_DIR}")
-    submission = Path(submission).resolve()
-    before = grading.digest(PACKAGE_DIR), grading.digest(TESTS_DIR)
-    with tempfile.TemporaryDirectory(prefix="minilottery-grade-") as scratch:
-        scratch = Path(scratch)
-        targets = find_targets(submission, scratch)
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            results = list(pool.map(lambda t: run_exercise_tests(t, scratch, timeout), targets))
-    if (grading.digest(PACKAGE_DIR), grading.digest(TESTS_DIR)) != before:
-        raise GradeError(f"the teacher's package or tests ({PACKAGE_DIR}, {TESTS_DIR}) changed "
-                         f"while grading {submission}: no verdict; restore them from git")
-    return results
-
-
-def format_report(results):
-    lines = []
-    for result in results:
-        verdict = "PASS" if result.passed else "FAIL"
-        shown = grading.strip_controls(result.shown)
-        lines.append(f"{verdict}  {result.exercise.id}  {result.exercise.title}  [{shown}]")
-        if not result.passed:
-            message = " ".join(grading.strip_controls(result.message).split())
-            lines.append(f"      {message}")
-    passed = sum(result.passed for result in results)
-    lines.append(f"Score: {passed}/{len(results)} exercises pass")
-    return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------
-# 6. The command line
-# ----------------------------------------------------------------------------
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m minilottery.coursework",
@@ -731,17 +598,25 @@ def main(argv=None):
     commands.add_parser("list", help="list the exercises")
     build_command = commands.add_parser("build", help="write the student copy to OUT_DIR")
     build_command.add_argument("out_dir", metavar="OUT_DIR")
-    grade_command = commands.add_parser("grade", help="grade a student copy, module or notebook")
-    grade_command.add_argument("submission", metavar="SUBMISSION")
+    grade_command = commands.add_parser(
+        "grade", help="grade a student copy, module or notebook, or a class folder of them")
+    grade_command.add_argument("submission", metavar="SUBMISSION",
+                               help="one submission, or a folder with one folder, notebook, "
+                                    "module or archive (.zip/.tar/.tar.gz) per student")
+    grade_command.add_argument("--out", metavar="DIR",
+                               help="write results.csv, results.json, scores.csv and "
+                                    "feedback/<student>.txt to DIR")
     grade_command.add_argument("--timeout", type=float, default=90.0,
                                help="seconds allowed per exercise (default 90)")
-    grade_command.add_argument("--jobs", type=int, default=2,
-                               help="exercises graded at once (default 2)")
+    grade_command.add_argument("--jobs", type=_jobs, default=min(2, os.cpu_count() or 1),
+                               help="exercises graded at once (default min(2, cores))")
     args = parser.parse_args(argv)
 
     if args.command == "list":
         for ex in EXERCISES:
-            print(f"{ex.id}  {ex.title}  [{ex.file}]  -m {ex.marker}")
+            constraint = f"  ({ex.constraint})" if ex.constraint else ""
+            print(f"{ex.id}  {ex.title}  [{ex.file}]  -m {ex.marker}  "
+                  f"{ex.points} points{constraint}")
         return 0
     if args.command == "build":
         try:
@@ -752,12 +627,29 @@ def main(argv=None):
         print(f"wrote the student copy to {args.out_dir}: "
               f"{sum(len(files) for files in found.values())} exercise blocks stubbed")
         return 0
+    from . import classroom
     try:
-        results = grade(args.submission, timeout=args.timeout, jobs=args.jobs)
-    except (GradeError, ValueError, OSError) as error:
+        submission = Path(args.submission)
+        in_class = submission.is_dir() and not classroom.is_submission(submission)
+        if in_class:
+            graded = classroom.grade_class(submission, timeout=args.timeout, jobs=args.jobs)
+            for student, results in graded.items():
+                total = sum(result.points for result in results)
+                top = sum(result.exercise.points for result in results)
+                print(f"{classroom.grading.strip_controls(student)}  "
+                      f"{classroom.show_points(total)}/{top}")
+        else:
+            results = classroom.grade(submission, timeout=args.timeout, jobs=args.jobs)
+            graded = {classroom.student_name(submission.resolve()): results}
+            print(classroom.format_report(results))
+        if args.out:
+            classroom.write_results(args.out, graded)
+            print(f"wrote {args.out}/results.csv, results.json, scores.csv and feedback/")
+    except (classroom.GradeError, ValueError, OSError) as error:
         print(f"cannot grade: {error}", file=sys.stderr)
         return 2
-    print(format_report(results))
+    if in_class:
+        return 0          # graded; the students' verdicts are in the report
     return 0 if results and all(result.passed for result in results) else 1
 
 

@@ -1,17 +1,21 @@
 """The isolated runner of the grader: student code runs only in a worker process.
 
-What runs where, when ``python -m minilottery.coursework grade`` grades one exercise:
+What runs where, when ``python -m minilottery.coursework grade`` grades one exercise
+(minilottery/classroom.py drives it, for one submission or a class folder):
 
 1. The grading process (the teacher's installation) builds a per-exercise tree in a
    fresh temporary directory: a copy of the *teacher's* package in which only the
    exercise's functions are replaced by the student's (found by name with ``ast``;
    a notebook exercise runs the student's notebook against that package). A syntax
-   error elsewhere in the submission therefore cannot fail this exercise, and a
-   syntax error here is reported with the student's file and line.
-2. It starts the *teacher's* exercise tests (a fresh copy of tests/coursework) in a
-   pytest process that imports no student code. That process makes itself
-   non-dumpable (prctl PR_SET_DUMPABLE 0: a same-user process can neither ptrace it
-   nor open its /proc files) and reads a random per-run secret from its stdin.
+   error elsewhere in the submission, even in the same module, therefore cannot fail
+   this exercise, and a syntax error here is reported with the student's file and
+   line. A stated constraint ("loops") is checked there too, on the student's source
+   (minilottery/constraints.py), before any of it runs.
+2. It starts the *teacher's* exercise tests (a fresh copy of tests/coursework, hidden
+   tests included) in a pytest process that imports no student code. That process
+   makes itself non-dumpable (prctl PR_SET_DUMPABLE 0: a same-user process can
+   neither ptrace it nor open its /proc files) and reads a random per-run secret and
+   the run's spec (the teacher's registry among it) from its stdin.
 3. The ``student`` fixture of those tests starts the worker: ``python -I`` (no
    PYTHONPATH, no user site, no current directory on sys.path, so no submission
    ``sitecustomize``/``usercustomize``/``conftest.py``/plugin can load), a clean
@@ -19,27 +23,45 @@ What runs where, when ``python -m minilottery.coursework grade`` grades one exer
    session. The tests call the student's functions through proxies: arguments and
    results cross a pipe as JSON plus ``.npy`` arrays (never pickle, so a hostile
    worker cannot run code in the tests' process). Every assertion runs in the tests'
-   process, on data it received; in-place updates are copied back.
-4. The tests' process writes its report, signed with an HMAC under the secret, to a
+   process, on data it received; in-place updates are copied back. The worker's
+   output is drained as it comes (printing much cannot block it) and only its last
+   lines are shown. For a "numba" exercise the worker also says whether the function
+   is a Numba dispatcher holding a nopython compilation for the arguments it got.
+4. The tests' process writes its report (every collected test with its weight and
+   outcome, and any broken constraint), signed with an HMAC under the secret, to a
    pipe inherited from the grading process (the worker does not inherit it). The
-   grading process accepts only a report with a valid signature; it never reads an
-   exit status or a file the worker could write.
+   grading process accepts only a report with a valid signature and the run's token,
+   and computes the points from it; it never reads an exit status or a file the
+   worker could write.
 5. The worker's session is killed at the end, and the grading process sweeps /proc
    for any process of that session or carrying the run's token, and kills it too.
 
-What this does not protect against: the worker runs as the teacher's user, so it
-can read whatever that user can, use the network, or kill the grader (which only
-makes the exercise fail). It cannot write to files before any student code runs
-(RLIMIT_FSIZE 0), but it can delete or rename what that user may; the grader hashes
-the teacher's package and tests before and after, and withholds the verdict if
-they changed, but cannot undo such damage. A real sandbox is a container, e.g.
+What this does not protect against. The worker runs as the teacher's user, so it
+can read whatever that user can (the teacher's tests, hidden ones included, and the
+solutions in the teacher's installation: a student who knows where they are can
+load the solution of the exercise being graded), use the network, or kill the
+tests' process (which only makes the exercise score 0). It cannot write to files
+before any student code runs (RLIMIT_FSIZE 0), but it can delete or rename what
+that user may; the grader hashes the teacher's package and tests before and after,
+and withholds the verdict if they changed, but cannot undo such damage. The "numba"
+check's dynamic half runs in the worker, so a student who rewrites the worker's
+protocol could forge it (its static half, a jit decorator, cannot be). A real
+sandbox is a container that holds the grader and the submissions only, no network,
+a read-only file system except a scratch tmpfs, and limits on memory and processes:
 
-    docker run --rm --network none --read-only --tmpfs /tmp --memory 4g --pids-limit 256 \\
-        -v "$PWD/submissions:/submissions:ro" teacher-image \\
-        python -I -m minilottery.coursework grade /submissions/alice
+    docker run --rm --network none --read-only --tmpfs /tmp:exec --memory 4g \\
+        --pids-limit 512 --cpus 2 -v "$PWD/submissions:/submissions:ro" \\
+        -v "$PWD/results:/results" teacher-image \\
+        python -I -m minilottery.coursework grade /submissions --out /results
+
+where teacher-image is the teacher's checkout with ``pip install -e .``. The
+container keeps a submission from the host, the network and the other containers;
+inside it the worker still runs as the grader's user and can read the solutions the
+grader reads (keeping those from it would take a second user for the worker).
 
 This module uses only the standard library at import time (NumPy is imported where
-arrays cross the pipe), as coursework.py does.
+arrays cross the pipe; a process that has not imported it holds no array), as
+coursework.py does.
 """
 
 import ast
@@ -63,6 +85,7 @@ from pathlib import Path
 
 MEMORY_LIMIT = 4 * 2**30          # bytes of address space for a worker (Numba needs room)
 MAX_MESSAGE = 256 * 2**20         # the largest message a worker may send
+STDERR_KEPT = 64 * 2**10          # bytes of a worker's output kept for the error message
 CONTROL = re.compile(r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]?"
                      r"|[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]")
 
@@ -91,11 +114,15 @@ class SubmissionError(Exception):
 
 
 def function_sources(text, names, shown, asked=""):
-    """{name: source of the top-level def, decorators included} for the student's file."""
+    """{name: (first line, last line, source)} of the top-level defs ``names`` in the
+    student's file, decorators included (the last definition of a name counts). A file
+    with a syntax error elsewhere still yields its functions: each is then cut from the
+    text (from its def at column 0 to the next statement at column 0) and parsed alone,
+    so only a syntax error inside the function is reported, with its file and line."""
     try:
         tree = ast.parse(text, filename=shown)
     except SyntaxError as error:
-        raise SubmissionError(f"{shown}, line {error.lineno}: SyntaxError: {error.msg}") from None
+        return _functions_from_text(text, names, shown, asked, error)
     lines = text.splitlines(keepends=True)
     found = {}
     for node in tree.body:
@@ -108,6 +135,42 @@ def function_sources(text, names, shown, asked=""):
     return found
 
 
+STATEMENT_AT_COLUMN_0 = re.compile(r"[^\s#)\]}]")
+
+
+def _functions_from_text(text, names, shown, asked, error):
+    lines = text.splitlines(keepends=True)
+    found = {}
+    for name in names:
+        define = re.compile(rf"(?:async[ \t]+)?def[ \t]+{re.escape(name)}[ \t]*\(")
+        starts = [i for i, line in enumerate(lines) if define.match(line)]
+        if not starts:
+            raise SubmissionError(f"{shown}, line {error.lineno}: SyntaxError: {error.msg} "
+                                  f"(and no function {name}{asked})")
+        first = starts[-1]
+        while first > 0 and lines[first - 1].startswith("@"):
+            first -= 1
+        # Where the function may end: before a later line that starts a statement at
+        # column 0 (a string's continuation line can look like one, so try each).
+        ends = [i - 1 for i in range(starts[-1] + 1, len(lines))
+                if STATEMENT_AT_COLUMN_0.match(lines[i])] + [len(lines) - 1]
+        errors = []
+        for last in ends:
+            while last > starts[-1] and not lines[last].strip():
+                last -= 1
+            source = "".join(lines[first:last + 1])
+            try:
+                ast.parse(source)
+                break
+            except SyntaxError as inner:
+                errors.append((first + (inner.lineno or 1), inner.msg))
+        else:
+            line, message = max(errors)
+            raise SubmissionError(f"{shown}, line {line}: SyntaxError: {message}")
+        found[name] = (first + 1, last + 1, source)
+    return found
+
+
 def splice(teacher_text, student_text, names, shown, exercise_id):
     """The teacher's module with the functions ``names`` (of exercise ``exercise_id``)
     replaced by the student's."""
@@ -117,7 +180,8 @@ def splice(teacher_text, student_text, names, shown, exercise_id):
     lines = teacher_text.splitlines(keepends=True)
     for name in sorted(names, key=lambda n: -ours[n][0]):      # bottom up: line numbers hold
         start, end, _ = ours[name]
-        lines[start - 1:end] = [theirs[name][2]]
+        source = theirs[name][2]
+        lines[start - 1:end] = [source if source.endswith("\n") else source + "\n"]
     return "".join(lines)
 
 
@@ -143,10 +207,10 @@ ALLOWED_CLASSES = {"minilottery.config.Config", "minilottery.rundir.Piece"}
 
 
 def encode(value, arrays):
-    import numpy as np
+    np = sys.modules.get("numpy")      # no array can exist in a process without NumPy
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if isinstance(value, (np.ndarray, np.generic)):
+    if np is not None and isinstance(value, (np.ndarray, np.generic)):
         arrays.append(np.asarray(value))
         return {"array": len(arrays) - 1, "scalar": isinstance(value, np.generic)}
     if isinstance(value, (tuple, list)):
@@ -193,19 +257,17 @@ def decode(value, arrays):
 
 
 def send(stream, message):
-    import numpy as np
     arrays = []
     skeleton = json.dumps(encode(message, arrays)).encode()
     buffer = io.BytesIO()
     for array in arrays:
-        np.save(buffer, array, allow_pickle=False)
+        sys.modules["numpy"].save(buffer, array, allow_pickle=False)
     body = struct.pack("<QQ", len(skeleton), len(arrays)) + skeleton + buffer.getvalue()
     stream.write(struct.pack("<Q", len(body)) + body)
     stream.flush()
 
 
 def receive(stream):
-    import numpy as np
     header = stream.read(8)
     if len(header) < 8:
         raise EOFError("the student's process ended without an answer")
@@ -218,6 +280,8 @@ def receive(stream):
     n_skeleton, n_arrays = struct.unpack("<QQ", body[:16])
     skeleton = json.loads(body[16:16 + n_skeleton])
     buffer = io.BytesIO(body[16 + n_skeleton:])
+    if n_arrays:
+        import numpy as np
     arrays = [np.load(buffer, allow_pickle=False) for _ in range(n_arrays)]
     return decode(skeleton, arrays)
 
@@ -252,7 +316,22 @@ class Worker:
             cwd=home, env=env, start_new_session=True, close_fds=True,
             preexec_fn=_limits(int(timeout) + 1))
         self.session = self.process.pid
+        self.stderr = bytearray()      # the student's prints: the last STDERR_KEPT bytes
+        import threading
+        threading.Thread(target=self._drain, daemon=True).start()
+        self.violations = []      # a stated constraint the student's code broke (numba)
         self.ready = self._answer()
+        if self.ready.get("violation"):
+            self.violations.append(self.ready["violation"])
+
+    def _drain(self):
+        """Read the worker's stderr as it comes, so that printing much never blocks it."""
+        while True:
+            chunk = self.process.stderr.read1(1 << 16)
+            if not chunk:
+                return
+            self.stderr += chunk
+            del self.stderr[:-STDERR_KEPT]
 
     def _answer(self):
         import threading
@@ -266,14 +345,19 @@ class Worker:
             if timed_out.is_set():
                 raise WorkerError(f"timed out after {self.timeout:g} s (an endless loop? a very "
                                   f"slow implementation?)") from None
-            error = strip_controls(self.process.stderr.read().decode(errors="replace")).strip()
+            time.sleep(0.05)      # the last of stderr
+            error = strip_controls(bytes(self.stderr).decode(errors="replace")).strip()
             raise WorkerError(f"the student's code stopped the process "
                               f"({error.splitlines()[-1] if error else 'no message'})") from None
         finally:
             timer.cancel()
 
     def call(self, name, args):
-        send(self.process.stdin, {"call": name, "args": list(args)})
+        try:
+            send(self.process.stdin, {"call": name, "args": list(args)})
+        except (BrokenPipeError, ValueError):
+            raise WorkerError("the student's process is gone (it stopped or timed out "
+                              "earlier)") from None
         return self._answer()
 
     def kill(self):
@@ -315,15 +399,18 @@ def kill_session(session, token):
 def student_proxy(worker, names):
     """A namespace of callables that run the student's functions in ``worker`` and copy
     back the arguments they changed in place."""
-    import numpy as np
 
     def proxy(name):
         def call(*args):
             answer = worker.call(name, args)
             if "error" in answer:
                 raise StudentError(answer["error"])
+            if answer.get("violation"):
+                worker.violations.append(answer["violation"])
+                raise StudentError(answer["violation"])
+            np = sys.modules.get("numpy")
             for sent, back in zip(args, answer["args"]):
-                if isinstance(sent, np.ndarray) and isinstance(back, np.ndarray) \
+                if np is not None and isinstance(sent, np.ndarray) and isinstance(back, np.ndarray) \
                         and back.shape == sent.shape and sent.flags.writeable:
                     np.copyto(sent, back, casting="unsafe")
             return answer["result"]
@@ -357,10 +444,13 @@ def _worker_main(spec):
     sys.path.insert(0, spec["tree"])
     sys.path.insert(1, str(Path(__file__).resolve().parent))   # coursework.py, for notebooks
     import coursework
+    registry = tuple(coursework.Exercise(e["id"], e["title"], e["file"], tuple(e["names"]))
+                     for e in spec.get("registry") or ()) or None
     try:
         if spec["notebook"]:
             namespace = coursework.run_notebook(spec["notebook"], spec["exercise"],
-                                                workdir=tempfile.mkdtemp(), before_run=_no_writes)
+                                                workdir=tempfile.mkdtemp(), before_run=_no_writes,
+                                                exercises=registry)
         else:
             import importlib
             _no_writes()                  # decorators and defaults run at import
@@ -373,7 +463,10 @@ def _worker_main(spec):
         send(out, {"error": f"importing {spec['module']} failed: {type(error).__name__}: {error}"})
         return
     _no_writes()
-    send(out, {"ready": True})
+    numba = spec.get("constraint") == "numba"
+    violation = next(filter(None, (_not_compiled(name, function, called=False)
+                                   for name, function in functions.items())), None) if numba else None
+    send(out, {"ready": True, "violation": violation})
     while True:
         try:
             request = receive(stdin)
@@ -381,10 +474,32 @@ def _worker_main(spec):
             return
         args = request["args"]
         try:
-            result = functions[request["call"]](*args)
-            send(out, {"result": result, "args": args})
+            function = functions[request["call"]]
+            result = function(*args)
+            answer = {"result": result, "args": args}
+            if numba:
+                answer["violation"] = _not_compiled(request["call"], function, called=True)
+            send(out, answer)
         except Exception as error:
             send(out, {"error": f"{type(error).__name__}: {error}"})
+
+
+def _not_compiled(name, function, called):
+    """Why ``function`` is not a Numba kernel compiled in nopython mode (None if it is):
+    it must be a Numba dispatcher and, once called, hold a nopython compilation."""
+    try:
+        from numba.core.dispatcher import Dispatcher
+    except ImportError:
+        return "numba cannot be imported"
+    if not isinstance(function, Dispatcher):
+        return (f"{name} is a plain {type(function).__name__}, not a Numba-compiled function "
+                f"(decorate it with @njit)")
+    if called:
+        if not function.overloads:
+            return f"{name} ran without being compiled by Numba"
+        if any(getattr(result, "objectmode", False) for result in function.overloads.values()):
+            return f"{name} was compiled in object mode, not nopython mode"
+    return None
 
 
 def sign(secret, payload):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from minilottery import coursework
+from minilottery import classroom, coursework
 from minilottery.coursework import EXERCISES, MarkerError, find_blocks, strip_text
 
 ROOT = coursework.PROJECT_ROOT
@@ -81,12 +81,73 @@ def distinctive_lines(ex):
     return {line for line in block_lines - elsewhere if line and not line.startswith("#")}
 
 
+def git(*args, cwd):
+    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+JUNK = ("runs/lenet-quick/log.txt", "tutorials/runs/conv2/weights.npz",
+        "minilottery/__pycache__/layers.cpython-312.pyc", "minilottery/my_notes.py",
+        ".venv/lib/site.py", "tests/coursework/.hypothesis/examples/x", "data/download.tmp",
+        "tutorials/.ipynb_checkpoints/01-checkpoint.ipynb")
+
+
 @pytest.fixture(scope="module")
-def student_copy(tmp_path_factory):
+def working_tree(tmp_path_factory):
+    """A git checkout of this project's files (the tracked ones the handout draws from,
+    as they are now) with what a teacher's working tree also holds: run directories,
+    caches, a virtual environment, untracked files. Returns (tree, tracked files)."""
+    if coursework.tracked_files(ROOT) is None or shutil.which("git") is None:
+        pytest.skip("the project is not a git checkout (or git is missing)")
+    tree = tmp_path_factory.mktemp("working-tree")
+    tracked = [name for name in git("ls-files", "-z", cwd=ROOT).split("\0")
+               if name and (ROOT / name).is_file()
+               and name.split("/")[0] in ("minilottery", "tutorials", "tests", "data")
+               or name in ("setup.cfg", "pyproject.toml")]
+    for name in tracked:
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, tree / name)
+    git("init", "-q", cwd=tree)
+    git("add", "--", *tracked, cwd=tree)
+    for name in JUNK:
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_text("not for students\n", encoding="utf-8")
+    return tree, tracked
+
+
+@pytest.fixture(scope="module")
+def student_copy(working_tree, tmp_path_factory):
     out = tmp_path_factory.mktemp("handout") / "student"
-    status, stdout, stderr = run_cli("build", out, cwd=out.parent)
-    assert status == 0, stderr
+    coursework.build(out, source_root=working_tree[0])
     return out
+
+
+def test_the_student_copy_holds_only_tracked_files_with_normal_modes(student_copy, working_tree):
+    tree, tracked = working_tree
+    files = {p.relative_to(student_copy).as_posix() for p in student_copy.rglob("*") if p.is_file()}
+    expected = {name for name in tracked if not name.startswith("tests/")
+                or name.startswith("tests/coursework/")} - {n for n in tracked if
+                                                             n.startswith(coursework.HIDDEN + "/")}
+    assert files == expected | {"README.md"}
+    assert any(name.startswith(coursework.HIDDEN + "/") for name in tracked), \
+        "no hidden test is tracked: the check that they stay out would be vacuous"
+    modes = {oct(p.stat().st_mode & 0o7777) for p in student_copy.rglob("*") if p.is_file()}
+    folders = {oct(p.stat().st_mode & 0o7777) for p in [student_copy, *student_copy.rglob("*")]
+               if p.is_dir()}
+    assert (modes, folders) == ({"0o644"}, {"0o755"})
+
+
+def test_without_git_the_skip_list_keeps_runs_and_caches_out(working_tree, tmp_path):
+    tree, _ = working_tree
+    plain = tmp_path / "plain"
+    shutil.copytree(tree, plain, ignore=shutil.ignore_patterns(".git"))
+    chosen = coursework.handout_files(plain)
+    for name in JUNK:
+        if name not in ("minilottery/my_notes.py", "data/download.tmp"):
+            assert name not in chosen, name
+    assert not [name for name in chosen if name.startswith(coursework.HIDDEN + "/")]
+    assert "minilottery/coursework.py" in chosen
 
 
 # -- markers ----------------------------------------------------------------------------
@@ -145,8 +206,15 @@ def test_student_copy_has_no_solution_text_and_no_markers(student_copy):
 def test_student_copy_has_the_handout_and_the_exercise_tests(student_copy):
     readme = (student_copy / "README.md").read_text(encoding="utf-8")
     for ex in EXERCISES:
-        assert f"| {ex.id} | {ex.title} | `{ex.file}` | `{ex.marker}` |" in readme
+        functions = ", ".join(f"`{name}`" for name in ex.names)
+        assert f"| {ex.id} | {ex.title} | `{ex.file}` | {functions} | {ex.points} " \
+               f"| `{ex.marker}` |" in readme
+        assert f"- `{ex.file}`: " in readme and f"`{ex.names[0]}`" in readme
+    for ex in EXERCISES:
+        if ex.constraint:
+            assert f"- Exercise {ex.id} must be " in readme
     assert "python -m minilottery.coursework grade ." in readme
+    assert "## What to hand in" in readme and "## What you may edit" in readme
     assert (student_copy / "tests" / "coursework" / "conftest.py").is_file()
     assert not list(student_copy.rglob("__pycache__"))
 
@@ -189,6 +257,7 @@ def test_grading_the_student_copy_fails_every_exercise(student_copy, tmp_path):
     for ex in EXERCISES:
         assert verdicts[ex.id] == ("FAIL", f"NotImplementedError: {ex.stub_message}"), out
     assert f"Score: 0/{len(EXERCISES)} exercises pass" in out
+    assert f"Points: 0/{sum(ex.points for ex in EXERCISES)}" in out
 
 
 def test_grading_the_solutions_passes_every_exercise(tmp_path):
@@ -196,6 +265,8 @@ def test_grading_the_solutions_passes_every_exercise(tmp_path):
     assert status == 0, out
     assert {ex.id for ex in EXERCISES} <= set(verdicts)
     assert all(verdict == "PASS" for verdict, _ in verdicts.values()), out
+    top = sum(ex.points for ex in EXERCISES)
+    assert f"Points: {top}/{top}" in out
 
 
 def test_one_wrong_exercise_fails_alone_with_expected_vs_got(tmp_path):
@@ -212,17 +283,22 @@ def test_one_wrong_exercise_fails_alone_with_expected_vs_got(tmp_path):
 
 
 def test_a_syntax_error_is_reported_per_exercise(tmp_path):
+    """A syntax error in another function of the module does not fail exercise 4.1; one
+    inside its function does, with the file and line."""
     broken = tmp_path / "pruning.py"
     shutil.copy(ROOT / "minilottery" / "pruning.py", broken)
     replace_once(broken, "def prune_by_magnitude(weights, masks, rates):",
                  "def prune_by_magnitude(weights, masks, rates)")
     status, verdicts, out = grade(broken, cwd=tmp_path)
+    assert (status, verdicts) == (0, {"4.1": ("PASS", "")}), out
+    replace_once(broken, "def _smallest_survivors(magnitudes, mask, n_prune):",
+                 "def _smallest_survivors(magnitudes, mask, n_prune)")
+    status, verdicts, out = grade(broken, cwd=tmp_path)
     assert status == 1
     assert list(verdicts) == ["4.1"]
-    assert verdicts["4.1"][0] == "FAIL"
     line = (ROOT / "minilottery" / "pruning.py").read_text(encoding="utf-8").splitlines().index(
-        "def prune_by_magnitude(weights, masks, rates):") + 1
-    assert verdicts["4.1"][1] == f"pruning.py, line {line}: SyntaxError: expected ':'", out
+        "def _smallest_survivors(magnitudes, mask, n_prune):") + 1
+    assert verdicts["4.1"] == ("FAIL", f"pruning.py, line {line}: SyntaxError: expected ':'"), out
 
 
 def test_a_missing_function_is_reported(tmp_path):
@@ -239,10 +315,21 @@ def test_a_missing_function_is_reported(tmp_path):
 def test_a_missing_module_in_a_student_copy_is_reported(tmp_path):
     submission = copy_package(tmp_path / "submission")
     (submission / "minilottery" / "reference.py").unlink()
-    targets = {t.exercise.id: t for t in coursework.find_targets(submission, tmp_path)}
+    targets = {t.exercise.id: t for t in classroom.find_targets(submission)}
     assert targets["2.3"].problem == "minilottery/reference.py is missing"
-    result = coursework.run_exercise_tests(targets["2.3"], tmp_path, timeout=60)
+    result = classroom.run_exercise_tests(targets["2.3"], tmp_path, timeout=60)
     assert not result.passed and result.message == "minilottery/reference.py is missing"
+
+
+def test_list_names_every_exercise_with_its_points_and_constraint(tmp_path):
+    status, out, err = run_cli("list", cwd=tmp_path)
+    assert status == 0, err
+    lines = out.splitlines()
+    assert len(lines) == len(EXERCISES)
+    for ex, line in zip(EXERCISES, lines):
+        assert line.startswith(f"{ex.id}  {ex.title}  [{ex.file}]  -m {ex.marker}  "
+                               f"{ex.points} points"), line
+        assert line.endswith(f"({ex.constraint})" if ex.constraint else "points"), line
 
 
 def test_grading_something_unknown_exits_2(tmp_path):

@@ -10,7 +10,13 @@ functions in this process. Run by the grader (MINILOTTERY_GRADING set), this pro
 imports no student code: it reads the run's secret and spec from stdin, makes itself
 non-dumpable, and ``student`` returns proxies that call the student's functions in
 an isolated worker (see minilottery/grading.py). The report goes to an inherited
-pipe, signed with the secret.
+pipe, signed with the secret: every collected test with its weight and outcome, and
+any constraint the worker found broken; the grader computes the points from it.
+
+This conftest also covers tests/coursework/hidden/ (the teacher's hidden tests).
+``@pytest.mark.weight(w)`` sets a test's share of its exercise's points (default 1),
+and every hypothesis test runs under the derandomized "coursework" profile; both
+are checked when the tests are collected.
 """
 
 import importlib.util
@@ -20,7 +26,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
+from hypothesis import Phase, settings
 
 
 def _load(stem):
@@ -42,14 +48,52 @@ if GRADING:
     grading.make_undumpable()
     _secret, _spec = bytes.fromhex(__main__.GRADING_INPUT[0]), json.loads(__main__.GRADING_INPUT[1])
 
-# The same counterexamples on every run.
-settings.register_profile("coursework", derandomize=True, database=None, deadline=None)
+# The same counterexamples on every run: a test's own @settings inherit this profile
+# (they are created after it is loaded), and pytest_collection_modifyitems checks it.
+# No "explain" phase (extra runs that only annotate the traceback), one bug per test.
+settings.register_profile("coursework", derandomize=True, database=None, deadline=None,
+                          phases=[phase for phase in Phase if phase.name != "explain"],
+                          report_multiple_bugs=False)
 settings.load_profile("coursework")
+HERE = Path(__file__).resolve().parent
+
+
+def _registry():
+    """(marker, id, title) of every exercise: the grader's registry when grading."""
+    if GRADING:
+        return [("exercise_" + e["id"].replace(".", "_"), e["id"], e["title"])
+                for e in _spec["registry"]]
+    return [(ex.marker, ex.id, ex.title) for ex in coursework.EXERCISES]
 
 
 def pytest_configure(config):
-    for ex in coursework.EXERCISES:
-        config.addinivalue_line("markers", f"{ex.marker}: exercise {ex.id}, {ex.title}")
+    for marker, exercise_id, title in _registry():
+        config.addinivalue_line("markers", f"{marker}: exercise {exercise_id}, {title}")
+    config.addinivalue_line("markers", "weight(w): the test's share of its exercise's points "
+                                       "(w > 0; default 1)")
+
+
+def weight(item):
+    marker = item.get_closest_marker("weight")
+    if marker is None:
+        return 1
+    value = marker.args[0] if marker.args else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.weight needs one number > 0, "
+                                f"got {marker.args!r}")
+    return value
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if not Path(str(item.fspath)).resolve().is_relative_to(HERE):
+            continue
+        weight(item)
+        held = getattr(getattr(item, "obj", None), "_hypothesis_internal_use_settings", None)
+        if held is not None and not (held.derandomize and held.database is None):
+            raise pytest.UsageError(f"{item.nodeid}: hypothesis settings must be derandomized "
+                                    f"with no database (the 'coursework' profile), so that a "
+                                    f"counterexample is the same on every run")
 
 
 @pytest.fixture(scope="session")
@@ -67,9 +111,8 @@ def student():
         return
     worker, problem = None, None
     try:
-        worker = grading.Worker(_spec, float(os.environ["MINILOTTERY_TIMEOUT"]))
-        if "error" in worker.ready:
-            problem = worker.ready["error"]
+        worker = _state["worker"] = grading.Worker(_spec, float(os.environ["MINILOTTERY_TIMEOUT"]))
+        problem = worker.ready.get("error") or worker.ready.get("violation")
     except grading.WorkerError as error:
         problem = str(error)
 
@@ -85,9 +128,12 @@ def student():
         worker.kill()
 
 
-# -- the grader's report: one entry per test, the first line of its failure ----------
+# -- the grader's report: one entry per collected test, in order, with its weight and
+# outcome (a test that never reports stays "not run"), and any broken constraint -------
 
-_results = []
+_state = {"worker": None}
+_results = {}
+_problems = []
 
 
 def _message(report):
@@ -102,23 +148,47 @@ def _message(report):
     return first
 
 
+def _name(nodeid):
+    """tests/coursework/hidden/test_1_2_x.py::test_y -> hidden/test_1_2_x.py::test_y."""
+    path, _, test = nodeid.partition("::")
+    parts = Path(path).parts
+    if "coursework" in parts:
+        parts = parts[len(parts) - parts[::-1].index("coursework"):]
+    return "/".join(parts) + "::" + test
+
+
+def pytest_collection_finish(session):
+    if GRADING:
+        for item in session.items:
+            _results[item.nodeid] = {"test": _name(item.nodeid), "weight": weight(item),
+                                     "outcome": "not run", "message": ""}
+
+
 def pytest_runtest_logreport(report):
-    if not GRADING:
+    entry = _results.get(report.nodeid) if GRADING else None
+    if entry is None:
         return
-    if report.when == "call" or report.failed:
-        _results.append({"test": report.nodeid.split("::")[-1], "outcome": report.outcome,
-                         "message": _message(report) if report.failed else ""})
+    if report.failed:
+        if entry["outcome"] != "failed":
+            entry["outcome"], entry["message"] = "failed", _message(report)
+    elif report.when == "call" or report.skipped:
+        entry["outcome"] = report.outcome
 
 
 def pytest_collectreport(report):
     if GRADING and report.failed:
-        _results.append({"test": report.nodeid, "outcome": "failed",
-                         "message": f"collecting the tests failed: {_message(report)}"})
+        _problems.append(f"collecting the tests failed: {_message(report)}")
 
 
 def pytest_sessionfinish(session):
     if GRADING:
-        payload = json.dumps({"token": _spec["token"], "tests": _results})
+        tests = list(_results.values())
+        if _problems:      # a teacher's test file that does not import: nothing is graded
+            tests = [{"test": "collection", "weight": 1, "outcome": "failed",
+                      "message": _problems[0]}]
+        worker = _state["worker"]
+        payload = json.dumps({"token": _spec["token"], "tests": tests,
+                              "constraint": worker.violations if worker else []})
         message = json.dumps({"payload": payload, "mac": grading.sign(_secret, payload.encode())})
         with os.fdopen(int(os.environ["MINILOTTERY_REPORT_FD"]), "w", encoding="utf-8") as pipe:
             pipe.write(message)
