@@ -72,15 +72,3 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     if "run_experiment" in path.read_text(encoding="utf-8"):
         assert any((tmp_path / "runs").iterdir()), "run directories belong under $MINILOTTERY_RUNS"
 
-
-def test_notebook_05_quotes_the_lenet_quick_preset_as_it_is():
-    from minilottery.config import make_config
-    from minilottery.pruning import kept_after_rounds
-    config = make_config("lenet")
-    nb = nbformat.read(TUTORIALS / "05-winning-tickets.ipynb", as_version=4)
-    text = " ".join(" ".join(cell.source.split()) for cell in nb.cells)
-    fc = kept_after_rounds(235_200, 0.2, config.rounds) + kept_after_rounds(30_000, 0.2, config.rounds)
-    out = kept_after_rounds(1_000, 0.1, config.rounds)
-    assert (config.iterations, config.rounds, config.trials) == (4_000, 11, 2)
-    assert f"{100 * (fc + out) / 266_200:.1f}%" == "8.7%"
-    assert "4,000 iterations per level, 11 rounds at the paper's 20% rate (down to 8.7% of the weights), 2 trials" in text
