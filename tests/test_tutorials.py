@@ -9,6 +9,7 @@ minilottery under test (and finds MNIST in its data/ folder).
 Run only these with ``pytest -m tutorials``; skip them with ``pytest -m "not tutorials"``.
 """
 
+import ast
 import os
 from pathlib import Path
 
@@ -52,6 +53,16 @@ def test_notebook_is_committed_clean(path):
             assert cell.get("outputs") == [], f"{path.name}: cell {index} has outputs"
             assert cell.get("execution_count") is None, f"{path.name}: cell {index} has an execution count"
 
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_ends_with_its_closing_check(path):
+    """The last cell is code that asserts: the check of the claims the notebook makes."""
+    last = nbformat.read(path, as_version=4).cells[-1]
+    assert last.cell_type == "code", f"{path.name} ends with a {last.cell_type} cell"
+    source = "\n".join(line for line in last.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+    asserts = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Assert)]
+    assert asserts, f"{path.name}: the last cell asserts nothing"
 
 @pytest.mark.tutorials
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
