@@ -407,8 +407,10 @@ def start_weights(run, config, piece):
     of its trial (``run.theta0(trial)``), or theta_k (``run.rewind(trial)``) when
     rewinding, i.e. when ``config.rewind_iteration`` = k > 0 and the level is > 0. The
     dense level 0 always starts from theta_0: it is the training that saves theta_k."""
+    if config.rewind_iteration == 0:                      # the paper's reset
+        return load_arrays(run.theta0(piece.trial))
     ### BEGIN SOLUTION 7.1
-    rewinding = config.rewind_iteration > 0 and piece.level > 0
+    rewinding = piece.level > 0
     return load_arrays(run.rewind(piece.trial) if rewinding else run.theta0(piece.trial))
     ### END SOLUTION
 

@@ -1,6 +1,7 @@
 """Exercise 7.1: start_weights (minilottery/lottery.py), the weights a level's ticket
 or random-pruning control resets its survivors to: theta_0, or theta_k when
-rewinding to iteration k (the dense level 0 always starts from theta_0).
+rewinding to iteration k (the dense level 0 always starts from theta_0). Without
+rewinding, start_weights returns theta_0 before the exercise's code is reached.
 
 We lay out a run directory by hand with a random theta_0 and theta_k per trial, so
 the only way to pass is to read the right file of the right trial."""
@@ -48,13 +49,6 @@ def check(start_weights, run, thetas, rewind_iteration, piece, expected):
             raise AssertionError(f"{where}: {name} should be {expected} of trial {piece.trial}, got {seen}")
 
 
-def test_without_rewinding_every_level_starts_from_theta0(student, run):
-    run, thetas = run
-    for piece in (Piece(0, 0, "ticket"), Piece(0, 2, "ticket"), Piece(1, 1, "ticket"),
-                  Piece(1, 1, "random", 0)):
-        check(student("7.1").start_weights, run, thetas, 0, piece, "theta_0")
-
-
 def test_rewinding_starts_pruned_levels_from_theta_k(student, run):
     run, thetas = run
     for piece in (Piece(0, 1, "ticket"), Piece(1, 2, "ticket"), Piece(1, 1, "random", 0)):
@@ -65,3 +59,10 @@ def test_the_dense_level_starts_from_theta0_even_when_rewinding(student, run):
     run, thetas = run
     for trial in (0, 1):
         check(student("7.1").start_weights, run, thetas, 5, Piece(trial, 0, "ticket"), "theta_0")
+
+
+def test_any_rewind_iteration_above_zero_rewinds_each_trial_to_its_own_theta_k(student, run):
+    run, thetas = run
+    for k in (1, 10):
+        for trial in (0, 1):
+            check(student("7.1").start_weights, run, thetas, k, Piece(trial, 3, "ticket"), "theta_k")
