@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import processes_carrying
 from minilottery import archives, classroom, constraints, coursework, grading
 from minilottery.coursework import Exercise
 
@@ -341,13 +342,7 @@ def test_the_json_and_the_feedback_match_the_csv(graded, classfolder):
 
 def test_no_process_of_the_class_outlives_the_grading(graded, classfolder):
     _, _, marker, _ = classfolder
-    alive = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
-                alive.append(entry.name)
-        except OSError:
-            pass
+    alive = processes_carrying(marker)
     assert not alive, f"processes {alive} of a submission are still running"
 
 

@@ -1,6 +1,35 @@
 """Independent reference helpers shared by the exercise tests (never the student's code)."""
 
 import numpy as np
+from hypothesis import strategies as st
+
+# The max-pooling exercises' worked example: distinct values, so each window's maximum is clear.
+POOL_IMAGE = np.array([[1.0, 5.0, 2.0, 0.0],
+                       [3.0, 4.0, 8.0, 6.0],
+                       [0.0, 9.0, 1.0, 1.0],
+                       [7.0, 2.0, 3.0, 2.0]]).reshape(1, 1, 4, 4)
+
+
+@st.composite
+def conv_geometries(draw):
+    """(x's shape, k, stride, padding, seed) of a valid convolution or im2col: k in 1..3,
+    padding in 0..2, stride in 1..3, N in 1..2, C in 1..3, and H, W at least k - 2 padding."""
+    k, padding, stride = draw(st.integers(1, 3)), draw(st.integers(0, 2)), draw(st.integers(1, 3))
+    low = max(1, k - 2 * padding)
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(low, low + 4)),
+             draw(st.integers(low, low + 4)))
+    return shape, k, stride, padding, draw(st.integers(0, 2**32 - 1))
+
+
+@st.composite
+def pool_geometries(draw, strides=(None, 1, 2, 3), extra=4):
+    """(x's shape, k, stride, seed) of a valid max-pool: k in 1..3, stride one of ``strides``
+    (None: the kernel size), N in 1..2, C in 1..3, H and W in k..k + extra."""
+    k = draw(st.integers(1, 3))
+    stride = draw(st.sampled_from(list(strides)))
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(k, k + extra)),
+             draw(st.integers(k, k + extra)))
+    return shape, k, stride, draw(st.integers(0, 2**32 - 1))
 
 
 def rel_error(got, expected, floor=1e-8):

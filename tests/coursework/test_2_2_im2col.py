@@ -8,11 +8,10 @@ column entry back onto its source pixel, only the right im2col satisfies it."""
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from minilottery.reference import col2im
 
-from .oracles import assert_equal
+from .oracles import assert_equal, conv_geometries
 
 pytestmark = pytest.mark.exercise_2_2
 
@@ -46,17 +45,8 @@ def test_channels_are_rows_and_images_are_columns(student):
     assert_equal("cols", student("2.2").im2col(x, 1, 1, 0), expected, "x (2, 3, 2, 2), k 1")
 
 
-@st.composite
-def cases(draw):
-    k, padding, stride = draw(st.integers(1, 3)), draw(st.integers(0, 2)), draw(st.integers(1, 3))
-    low = max(1, k - 2 * padding)
-    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(low, low + 4)),
-             draw(st.integers(low, low + 4)))
-    return shape, k, stride, padding, draw(st.integers(0, 2**32 - 1))
-
-
 @settings(max_examples=30, deadline=None, database=None)
-@given(case=cases())
+@given(case=conv_geometries())
 def test_random_shapes_are_the_adjoint_of_col2im(student, case):
     shape, k, stride, padding, seed = case
     rng = np.random.default_rng(seed)

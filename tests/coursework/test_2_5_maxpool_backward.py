@@ -9,16 +9,12 @@ random shapes: dx has x's shape, is linear in dout, and keeps its total
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from .oracles import assert_close, assert_equal
+from .oracles import POOL_IMAGE, assert_close, assert_equal, pool_geometries
 
 pytestmark = pytest.mark.exercise_2_5
 
-X = np.array([[1.0, 5.0, 2.0, 0.0],
-              [3.0, 4.0, 8.0, 6.0],
-              [0.0, 9.0, 1.0, 1.0],
-              [7.0, 2.0, 3.0, 2.0]]).reshape(1, 1, 4, 4)
+X = POOL_IMAGE
 
 
 def test_2x2_windows_by_hand(student):
@@ -52,17 +48,8 @@ def test_a_nan_takes_the_gradient(student):
                  expected, "a window holding a NaN: its output is NaN, the NaN gets dout")
 
 
-@st.composite
-def cases(draw):
-    k = draw(st.integers(1, 3))
-    stride = draw(st.sampled_from([None, 1, 2]))
-    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(k, k + 3)),
-             draw(st.integers(k, k + 3)))
-    return shape, k, stride, draw(st.integers(0, 2**32 - 1))
-
-
 @settings(max_examples=25, deadline=None, database=None)
-@given(case=cases())
+@given(case=pool_geometries(strides=(None, 1, 2), extra=3))
 def test_random_shapes_linear_and_conserving(student, case):
     shape, k, stride, seed = case
     rng = np.random.default_rng(seed)
