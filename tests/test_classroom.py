@@ -409,6 +409,32 @@ def test_the_solutions_keep_their_constraints():
             assert constraints.violations(ex.constraint, real_source(ex), ex.names) == [], ex.id
 
 
+def without_its_decorators(text, name):
+    """``text`` with the decorator lines above ``def name(`` removed."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"def {name}("))
+    above = start
+    while above > 0 and lines[above - 1].lstrip().startswith("@"):
+        above -= 1
+    return "\n".join(lines[:above] + lines[start:]) + "\n"
+
+
+@pytest.mark.parametrize("ex", [ex for ex in coursework.EXERCISES if ex.constraint],
+                         ids=lambda ex: f"{ex.id}-{ex.constraint}")
+def test_every_stated_constraint_is_checked(ex):
+    """Each exercise with a constraint: its solution keeps it, and a stand-in that breaks
+    it (the solution without @njit; a vectorised one-liner without a loop) is caught."""
+    name = ex.names[0]
+    if ex.constraint == "numba":
+        broken = without_its_decorators(real_source(ex)[0][0], name)
+        complaint = f"{name} is not decorated with numba's @njit"
+    else:
+        broken = f"import numpy as np\n\ndef {name}(x, *rest):\n    return np.einsum('...', x)\n"
+        complaint = f"{name} has no for or while loop that does the work"
+    problems = constraints.violations(ex.constraint, [(broken, ex.file)], ex.names)
+    assert any(complaint in problem for problem in problems), problems
+
+
 VECTORISED_CONV = '''
 def conv2d_backward(dout, x, W, stride=1, padding=0):
     n, c, h, w = x.shape
