@@ -320,6 +320,7 @@ class Worker:
         import threading
         threading.Thread(target=self._drain, daemon=True).start()
         self.violations = []      # a stated constraint the student's code broke (numba)
+        self.ended = None         # why the worker is gone; every later call fails the same way
         self.ready = self._answer()
         if self.ready.get("violation"):
             self.violations.append(self.ready["violation"])
@@ -341,24 +342,33 @@ class Worker:
         try:
             return receive(self.process.stdout)
         except EOFError:
-            self.kill()
-            if timed_out.is_set():
-                raise WorkerError(f"timed out after {self.timeout:g} s (an endless loop? a very "
-                                  f"slow implementation?)") from None
-            time.sleep(0.05)      # the last of stderr
-            error = strip_controls(bytes(self.stderr).decode(errors="replace")).strip()
-            raise WorkerError(f"the student's code stopped the process "
-                              f"({error.splitlines()[-1] if error else 'no message'})") from None
+            pass                  # (outside this block, so that the error has no context)
         finally:
             timer.cancel()
+        self.kill()
+        if timed_out.is_set():
+            self._end(f"timed out after {self.timeout:g} s (an endless loop? a very "
+                      f"slow implementation?)")
+        time.sleep(0.05)          # the last of stderr
+        error = strip_controls(bytes(self.stderr).decode(errors="replace")).strip()
+        self._end(f"the student's code stopped the process "
+                  f"({error.splitlines()[-1] if error else 'no message'})")
+
+    def _end(self, why):
+        """Raise WorkerError(why), now and for every later call: a test that calls again
+        (hypothesis replays a failing example) sees the same error, from the same line."""
+        self.ended = self.ended or why
+        raise WorkerError(self.ended)
 
     def call(self, name, args):
-        try:
-            send(self.process.stdin, {"call": name, "args": list(args)})
-        except (BrokenPipeError, ValueError):
-            raise WorkerError("the student's process is gone (it stopped or timed out "
-                              "earlier)") from None
-        return self._answer()
+        if self.ended is None:
+            try:
+                send(self.process.stdin, {"call": name, "args": list(args)})
+            except (BrokenPipeError, ValueError):
+                self.ended = "the student's process is gone (it stopped)"
+            else:
+                return self._answer()
+        self._end(self.ended)
 
     def kill(self):
         kill_session(self.session, self.token)
