@@ -22,9 +22,10 @@ teacher's solution of every other exercise in place: minilottery/grading.py says
 how, and what this does not protect against; minilottery/classroom.py turns the
 tests' reports into points (class folders, CSV, JSON, feedback), and
 minilottery/constraints.py checks what an exercise states about its implementation
-("loops", "numba"). Run the grader with ``-I`` from the
-teacher's installation (``python -I`` keeps the current directory off sys.path, so
-grading from inside a submission cannot import the submission's copy of the grader).
+("loops", "numba"). Run the grader from the teacher's installation, as the console
+script ``minilottery-coursework`` that pip installs or with ``python -I -m``: both keep
+the current directory off sys.path, so grading from inside a submission cannot import
+the submission's copy of the grader.
 
 The module reads top to bottom: 1. the registry of exercises, 2. stripping a
 source (a module or a notebook) down to its student version, 3. building the

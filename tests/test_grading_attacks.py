@@ -4,11 +4,13 @@ so nothing of the submission is on sys.path), and checks that it scores what its
 honest content earns and that the teacher's files are byte-identical afterwards."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -160,6 +162,22 @@ def test_grading_from_inside_the_submission_runs_the_teachers_grader(stubs):
     done = subprocess.run([sys.executable, "-I", "-m", "minilottery.coursework", "grade", "."],
                           cwd=stubs, capture_output=True, text=True, timeout=300)
     assert grading.digest(ROOT / "tests" / "coursework") == before
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "fake" not in done.stdout and f"Score: 0/{len(IDS)} exercises pass" in done.stdout
+
+
+def test_the_installed_command_runs_the_teachers_grader_from_inside_the_submission(stubs):
+    """``minilottery-coursework`` (the console script pip installs) keeps the current
+    directory off sys.path without -I: a teacher who forgets the flag is not fooled."""
+    script = Path(sys.executable).with_name("minilottery-coursework")
+    if not script.exists():
+        pytest.skip("the console script is not installed (pip install -e .)")
+    (stubs / "minilottery" / "coursework.py").write_text(
+        "import sys\nprint('PASS  1.1  fake\\nScore: 6/6 exercises pass')\nsys.exit(0)\n",
+        encoding="utf-8")
+    done = subprocess.run([str(script), "grade", "."], cwd=stubs, capture_output=True, text=True,
+                          timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert done.returncode == 1, done.stdout + done.stderr
     assert "fake" not in done.stdout and f"Score: 0/{len(IDS)} exercises pass" in done.stdout
 
