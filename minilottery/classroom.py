@@ -331,8 +331,7 @@ def verdict(target, raw, secret, token, output):
     earned = sum(Fraction(str(test["weight"])) for test in tests if test["outcome"] == "passed")
     points = float(ex.points * earned / total) if total else 0.0
     # the first problem shown: a visible test's before a hidden one's
-    problems = sorted((test for test in tests if test["outcome"] != "passed"),
-                      key=lambda test: test["test"].startswith("hidden/"))
+    problems = sorted((test for test in tests if test["outcome"] != "passed"), key=is_hidden)
     message = ""
     if problems:
         first = problems[0]
@@ -490,9 +489,19 @@ def format_report(results):
     return "\n".join(lines)
 
 
+HIDDEN_WITHHELD = "a hidden test failed (its name and message are not shown)"
+
+
+def is_hidden(test):
+    """True for an outcome of a test in tests/coursework/hidden/."""
+    return test["test"].startswith("hidden/")
+
+
 def feedback(student, results):
     """A student's readable report: per exercise the points, the first problem, and
-    every test's outcome."""
+    every test's outcome. It is written for the student, so a hidden test is shown
+    only as "hidden test K" with its outcome: its name and message (which may hold
+    the expected answer) stay in results.csv and results.json, for the teacher."""
     total = show_points(sum(r.points for r in results))
     lines = [f"Coursework feedback for {grading.strip_controls(student)}",
              f"Total: {total} of {sum(r.exercise.points for r in results)} points", ""]
@@ -500,9 +509,19 @@ def feedback(student, results):
         ex = result.exercise
         lines.append(f"Exercise {ex.id}: {ex.title} ({result.shown})")
         lines.append(f"  {show_points(result.points)} of {ex.points} points")
+        hidden_messages = {test["message"] or f"{test['test']}: {test['outcome']}"
+                           for test in result.tests if is_hidden(test)}
         if result.message:
-            lines.append(f"  {result.message}")
+            visible_failed = any(not is_hidden(test) and test["outcome"] != "passed"
+                                 for test in result.tests)
+            withheld = result.message in hidden_messages and not visible_failed
+            lines.append(f"  {HIDDEN_WITHHELD if withheld else result.message}")
+        hidden = 0
         for test in result.tests:
+            if is_hidden(test):
+                hidden += 1
+                lines.append(f"    {test['outcome']:8} hidden test {hidden}")
+                continue
             message = shorten(test["message"])
             lines.append(f"    {test['outcome']:8} {test['test']}"
                          + (f": {message}" if message else ""))
