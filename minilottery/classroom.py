@@ -42,6 +42,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from . import archives, constraints, coursework, grading
+from .rundir import write_atomic
 from .coursework import Exercise
 
 
@@ -529,21 +530,10 @@ def feedback(student, results):
     return "\n".join(lines)
 
 
-def _atomic_write(path, text):
-    """Write ``text`` to ``path`` through a temporary file renamed into place: a reader
-    sees the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+def _write_text(path, text):
+    """``text`` to ``path`` atomically (rundir.write_atomic): a reader sees the old
+    file or the new one, never a part."""
+    write_atomic(path, lambda stream: stream.write(text.encode("utf-8")))
 
 
 def _csv(rows):
@@ -564,7 +554,7 @@ def write_results(out_dir, graded):
     written = []
     for student, results in graded.items():
         path = out / "feedback" / f"{safe_file_name(student)}.txt"
-        _atomic_write(path, feedback(student, results))
+        _write_text(path, feedback(student, results))
         written.append(path)
     rows = [["student", "exercise", "points", "max_points", "message"]]
     scores = [["student", "points", "max_points"]]
@@ -585,6 +575,6 @@ def write_results(out_dir, graded):
                                      for r in results]})
     for name, text in (("results.json", json.dumps({"students": nested}, indent=1) + "\n"),
                        ("results.csv", _csv(rows)), ("scores.csv", _csv(scores))):
-        _atomic_write(out / name, text)
+        _write_text(out / name, text)
         written.append(out / name)
     return written

@@ -338,7 +338,9 @@ def test_the_json_and_the_feedback_match_the_csv(graded, classfolder):
     assert sorted(p.name for p in (out / "feedback").iterdir()) == \
         sorted(f"{name}.txt" for name in expected)
     assert not [p for p in out.rglob(".*")], "a temporary file was left behind"
-    assert oct((out / "results.csv").stat().st_mode & 0o777) == "0o644"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "results.csv").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_no_process_of_the_class_outlives_the_grading(graded, classfolder):
@@ -599,26 +601,28 @@ def test_the_seeded_profile_is_checked_at_collection(toy, tmp_path):
     command = [sys.executable, "-m", "pytest", str(tests), "--collect-only", "-q",
                "-p", "no:cacheprovider", "--rootdir", str(tmp_path / "project")]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINILOTTERY")}
-    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env,
-                          timeout=120)
-    assert done.returncode == 0 and "5 tests collected" in done.stdout, done.stdout + done.stderr
-    (tests / "hidden" / "test_1_1_random.py").write_text(
-        "import pytest\nfrom hypothesis import given, settings, strategies as st\n"
-        "@pytest.mark.exercise_1_1\n@settings(derandomize=False)\n@given(st.integers())\n"
-        "def test_random(student, a):\n    pass\n", encoding="utf-8")
-    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env,
-                          timeout=120)
-    assert done.returncode != 0
-    assert "hidden/test_1_1_random.py::test_random: hypothesis settings must be derandomized" \
-        in done.stdout + done.stderr
-    (tests / "hidden" / "test_1_1_random.py").write_text(
-        "import pytest\n@pytest.mark.exercise_1_1\n@pytest.mark.weight(0)\n"
-        "def test_weightless(student):\n    pass\n", encoding="utf-8")
-    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env,
-                          timeout=120)
-    assert done.returncode != 0
-    assert "test_weightless: @pytest.mark.weight needs one number > 0, got (0,)" \
-        in done.stdout + done.stderr
+
+    def collect(hidden_test=None):
+        """(exit status, output) of collecting the toy tests, with ``hidden_test`` added."""
+        if hidden_test is not None:
+            (tests / "hidden" / "test_1_1_extra.py").write_text(
+                "import pytest\nfrom hypothesis import given, settings, strategies as st\n"
+                + hidden_test, encoding="utf-8")
+        done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env,
+                              timeout=120)
+        return done.returncode, done.stdout + done.stderr
+
+    status, output = collect()
+    assert status == 0 and "5 tests collected" in output, output
+    status, output = collect("@pytest.mark.exercise_1_1\n@settings(derandomize=False)\n"
+                             "@given(st.integers())\ndef test_random(student, a):\n    pass\n")
+    assert status != 0
+    assert "hidden/test_1_1_extra.py::test_random: hypothesis settings must be derandomized" \
+        in output, output
+    status, output = collect("@pytest.mark.exercise_1_1\n@pytest.mark.weight(0)\n"
+                             "def test_weightless(student):\n    pass\n")
+    assert status != 0
+    assert "test_weightless: @pytest.mark.weight needs one number > 0, got (0,)" in output, output
 
 
 def test_an_interrupted_write_leaves_the_old_results(tmp_path, monkeypatch):
