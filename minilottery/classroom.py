@@ -62,12 +62,6 @@ class Course:
     def tests(self):
         return Path(self.root) / "tests" / "coursework"
 
-    def exercise(self, exercise_id):
-        for ex in self.exercises:
-            if ex.id == exercise_id:
-                return ex
-        raise ValueError(f"unknown exercise {exercise_id!r}")
-
 
 THIS_COURSE = Course(coursework.PROJECT_ROOT)
 GRADER_MODULES = ("coursework.py", "grading.py")   # what the tests' process loads by path

@@ -42,6 +42,11 @@ DYNAMIC = frozenset({"getattr", "eval", "exec", "__import__", "importlib", "glob
 JIT_DECORATORS = frozenset({"jit", "njit"})
 CONSTRAINTS = {"": "none", "loops": "written with Python loops, no vectorised shortcut",
                "numba": "a Numba-compiled (nopython) kernel"}
+# The same, spelled out for the student's handout README.
+HANDOUT_TEXT = {"loops": "written with Python for/while loops: no einsum, tensordot, dot, matmul "
+                         "or @ outside a loop, no as_strided, sliding_window_view, im2col or the "
+                         "package's fast kernels",
+                "numba": "a Numba kernel: decorated with @njit and compiling in nopython mode"}
 
 
 def describe(constraint):

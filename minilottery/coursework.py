@@ -401,7 +401,8 @@ def handout_readme(found):
         files.setdefault(ex.file, []).extend(ex.names)
     editable = "\n".join(f"- `{file}`: {', '.join(f'`{name}`' for name in names)}"
                          for file, names in files.items())
-    rules = "\n".join(f"- Exercise {ex.id} must be {_constraint_text(ex.constraint)}."
+    from .constraints import HANDOUT_TEXT
+    rules = "\n".join(f"- Exercise {ex.id} must be {HANDOUT_TEXT[ex.constraint]}."
                       for ex in EXERCISES if ex.constraint)
     if rules:
         rules = ("\nSome exercises state how they must be written; the grader checks it, "
@@ -458,14 +459,6 @@ handed in on its own when your teacher asks for one exercise only.
 To step through a Numba kernel in plain Python, set NUMBA_DISABLE_JIT=1
 (the grader compiles it with Numba all the same).
 """
-
-
-def _constraint_text(constraint):
-    return {"loops": "written with Python for/while loops: no einsum, tensordot, dot, matmul "
-                     "or @ outside a loop, no as_strided, sliding_window_view, im2col or the "
-                     "package's fast kernels",
-            "numba": "a Numba kernel: decorated with @njit and compiling in nopython mode"
-            }.get(constraint, constraint)
 
 
 # ----------------------------------------------------------------------------

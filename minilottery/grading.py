@@ -79,6 +79,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import types
 from pathlib import Path
@@ -317,7 +318,6 @@ class Worker:
             preexec_fn=_limits(int(timeout) + 1))
         self.session = self.process.pid
         self.stderr = bytearray()      # the student's prints: the last STDERR_KEPT bytes
-        import threading
         threading.Thread(target=self._drain, daemon=True).start()
         self.violations = []      # a stated constraint the student's code broke (numba)
         self.ended = None         # why the worker is gone; every later call fails the same way
@@ -335,7 +335,6 @@ class Worker:
             del self.stderr[:-STDERR_KEPT]
 
     def _answer(self):
-        import threading
         timed_out = threading.Event()
         timer = threading.Timer(self.timeout, lambda: (timed_out.set(), self.kill()))
         timer.start()
