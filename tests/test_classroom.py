@@ -349,10 +349,13 @@ def test_no_process_of_the_class_outlives_the_grading(graded, classfolder):
     assert not alive, f"processes {alive} of a submission are still running"
 
 
-def test_nothing_escapes_an_archive(graded, classfolder):
+def test_nothing_escapes_an_archive(graded, classfolder, tmp_path):
     folder, _, _, _ = classfolder
-    assert not (folder.parent / "escaped.py").exists()
     assert not Path("/tmp/h28").exists()
+    target = tmp_path / "unpack" / "here"
+    with pytest.raises(archives.ArchiveError, match="leaves"):
+        archives.extract(folder / "h26_dotdot.zip", target)
+    assert not (tmp_path / "unpack" / "escaped.py").exists() and not target.exists()
 
 
 def test_a_counterexample_is_the_same_on_every_grading(toy, graded, classfolder):

